@@ -1,0 +1,330 @@
+"""The job configuration: one pydantic schema for every YAML file routebatch reads.
+
+The schema is strict on purpose (unknown keys are errors, not warnings): a typo in a
+batch config that silently falls back to a default can cost a night of GPU time.
+Everything that can be checked without touching a cluster or a model is checked here,
+so that `routebatch validate` catches it before any compute starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMapping(_Strict):
+    """Which input columns hold the id, the question and the context."""
+
+    id: str = "id"
+    question: str = "question"
+    context: str = "context"
+
+
+class InputSpec(_Strict):
+    path: str = Field(description="A file, directory, glob or s3:// URI.")
+    format: Literal["parquet", "jsonl", "squad"] = "parquet"
+    columns: ColumnMapping = ColumnMapping()
+    limit: Optional[int] = Field(
+        default=None, ge=1, description="Read at most this many rows (for trials)."
+    )
+
+
+class OutputSpec(_Strict):
+    path: str = Field(description="A directory or s3:// prefix for the Parquet output.")
+    overwrite: bool = Field(
+        default=False,
+        description="Replace an earlier run's output at the same place instead of refusing.",
+    )
+
+
+class Resources(_Strict):
+    num_gpus: float = Field(default=0.0, ge=0)
+    num_cpus: float = Field(default=1.0, ge=0)
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per actor, e.g. {gpu_a10g: 1} to ask for a GPU class.",
+    )
+
+
+class Pool(_Strict):
+    min_actors: int = Field(default=1, ge=1)
+    max_actors: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Pool":
+        if self.max_actors < self.min_actors:
+            raise ValueError(
+                f"max_actors ({self.max_actors}) is below min_actors ({self.min_actors})"
+            )
+        return self
+
+
+class Cost(_Strict):
+    """Prices; every field is optional and the row's cost is the sum of what applies.
+
+    `usd_per_gpu_hour` is charged per GPU an actor holds (fractional GPUs pay their
+    fraction); an expert that holds no GPU pays it per actor-hour, so CPU experts can
+    be priced the same way.
+    """
+
+    usd_per_gpu_hour: float = Field(default=0.0, ge=0)
+    usd_per_1k_input_tokens: float = Field(default=0.0, ge=0)
+    usd_per_1k_output_tokens: float = Field(default=0.0, ge=0)
+    usd_per_item: float = Field(default=0.0, ge=0)
+
+
+class _ExpertBase(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    resources: Resources = Resources()
+    pool: Pool = Pool()
+    cost: Cost = Cost()
+    batch_size: int = Field(default=16, ge=1)
+
+
+class HFExtractiveQAExpert(_ExpertBase):
+    kind: Literal["hf-extractive-qa"]
+    model: str = Field(min_length=1, description="Hub id or local directory.")
+    revision: Optional[str] = None
+    max_seq_len: int = Field(default=384, ge=16)
+    doc_stride: int = Field(default=128, ge=1)
+    max_answer_len: int = Field(default=30, ge=1)
+    n_best: int = Field(default=20, ge=1)
+    null_score_threshold: Optional[float] = Field(
+        default=None,
+        description=(
+            "SQuAD 2.0 style: answer empty when null score - best span score exceeds this. "
+            "Leave unset for SQuAD 1.1 models that always answer."
+        ),
+    )
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> "HFExtractiveQAExpert":
+        if self.doc_stride >= self.max_seq_len:
+            raise ValueError(
+                f"doc_stride ({self.doc_stride}) must be smaller than max_seq_len ({self.max_seq_len})"
+            )
+        return self
+
+
+class ReplayExpert(_ExpertBase):
+    kind: Literal["replay"]
+    predictions: str = Field(description="JSON file {question_id: answer}; local or s3://.")
+    batch_size: int = Field(default=256, ge=1)
+    resources: Resources = Resources(num_cpus=0.25)
+
+
+ExpertSpec = Annotated[Union[HFExtractiveQAExpert, ReplayExpert], Field(discriminator="kind")]
+
+
+class Rule(_Strict):
+    """One routing rule; the first rule whose conditions all hold picks the expert."""
+
+    expert: str
+    min_context_chars: Optional[int] = Field(default=None, ge=0)
+    max_context_chars: Optional[int] = Field(default=None, ge=0)
+    min_question_chars: Optional[int] = Field(default=None, ge=0)
+    max_question_chars: Optional[int] = Field(default=None, ge=0)
+    question_regex: Optional[str] = None
+
+    @field_validator("question_regex")
+    @classmethod
+    def _compiles(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class FixedRouter(_Strict):
+    kind: Literal["fixed"]
+    expert: str
+
+
+class RuleRouter(_Strict):
+    kind: Literal["rule"]
+    rules: list[Rule] = Field(default_factory=list)
+    default: str
+
+
+class CheckpointRouter(_Strict):
+    kind: Literal["checkpoint"]
+    checkpoint: str = Field(description="Directory written by `routebatch train-router`.")
+    budget_per_item: Optional[float] = Field(default=None, gt=0)
+    accuracy_target: Optional[float] = Field(default=None, gt=0, le=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    lam: Optional[float] = Field(
+        default=None, ge=0, description="Use this cost weight directly instead of calibrating one."
+    )
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> "CheckpointRouter":
+        chosen = [k for k in ("budget_per_item", "accuracy_target", "lam") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of budget_per_item, accuracy_target, lam (got {', '.join(chosen)})")
+        return self
+
+
+RouterSpec = Annotated[Union[FixedRouter, RuleRouter, CheckpointRouter], Field(discriminator="kind")]
+
+
+class RaySpec(_Strict):
+    address: Optional[str] = Field(
+        default=None, description="A Ray address such as 'auto' or 'ray://host:10001'; unset = embedded local Ray."
+    )
+    num_cpus: Optional[float] = Field(default=None, gt=0, description="CPUs for the embedded local Ray.")
+    num_gpus: Optional[float] = Field(default=None, ge=0, description="GPUs for the embedded local Ray.")
+    object_store_memory_mb: Optional[int] = Field(default=None, ge=75)
+
+
+class ExecutionSpec(_Strict):
+    batch_size: int = Field(default=64, ge=1, description="Rows per Ray Data batch between stages.")
+    batch_timeout_s: Optional[float] = Field(
+        default=None, gt=0, description="Per-batch timeout for an expert; rows of a batch that overruns get an error."
+    )
+
+
+class JobConfig(_Strict):
+    input: InputSpec
+    output: OutputSpec
+    experts: list[ExpertSpec] = Field(min_length=1)
+    router: RouterSpec
+    ray: RaySpec = RaySpec()
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> "JobConfig":
+        names = [e.name for e in self.experts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"experts: duplicate expert name(s) {dupes}")
+        known = set(names)
+        referenced: list[tuple[str, str]] = []
+        if isinstance(self.router, FixedRouter):
+            referenced.append(("router.expert", self.router.expert))
+        elif isinstance(self.router, RuleRouter):
+            referenced.append(("router.default", self.router.default))
+            referenced += [(f"router.rules[{i}].expert", r.expert) for i, r in enumerate(self.router.rules)]
+        for where, name in referenced:
+            if name not in known:
+                raise ValueError(
+                    f"{where}: unknown expert {name!r}; define it under experts (known: {sorted(known)})"
+                )
+        return self
+
+    def expert(self, name: str) -> Union[HFExtractiveQAExpert, ReplayExpert]:
+        for e in self.experts:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def config_hash(self) -> str:
+        """A short stable hash of the resolved config, so two runs can be told apart."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line per problem: the field, then the fix."""
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-"))
+        # pydantic puts the discriminator value in the path (experts.0.replay.name); keep it, it helps.
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key; remove it or check its spelling")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required field is missing")
+        elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+            lines.append(f"{loc}: {err['msg']}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, base_dir: Optional[Path] = None) -> JobConfig:
+    """Validate a config mapping; relative local paths resolve against `base_dir`."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a mapping at the top level of the YAML file")
+    router = data.get("router")
+    if isinstance(router, dict) and "kind" not in router and "checkpoint" in router:
+        # `router: {checkpoint: DIR, ...}` is the documented short form.
+        data = {**data, "router": {"kind": "checkpoint", **router}}
+    if base_dir is not None:
+        data = _resolve_paths(data, base_dir)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_config(path: str | Path) -> JobConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(data, base_dir=path.resolve().parent)
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    if is_remote(path) or Path(path).is_absolute():
+        return path
+    return str((base_dir / path).resolve()) if not path.startswith("~") else str(Path(path).expanduser())
+
+
+def _looks_like_path(value: str) -> bool:
+    # Hub ids such as "deepset/roberta-base-squad2" must stay hub ids; only names that
+    # start like a filesystem path are resolved against the config's folder.
+    return value.startswith((".", "/", "~"))
+
+
+def _resolve_paths(data: dict, base_dir: Path) -> dict:
+    """Make relative paths in the config relative to the config file, not the cwd."""
+    data = json.loads(json.dumps(data, default=str))  # deep copy of plain data
+    if isinstance(data.get("input"), dict) and isinstance(data["input"].get("path"), str):
+        data["input"]["path"] = _resolve(data["input"]["path"], base_dir)
+    if isinstance(data.get("output"), dict) and isinstance(data["output"].get("path"), str):
+        data["output"]["path"] = _resolve(data["output"]["path"], base_dir)
+    for expert in data.get("experts") or []:
+        if not isinstance(expert, dict):
+            continue
+        if isinstance(expert.get("predictions"), str):
+            expert["predictions"] = _resolve(expert["predictions"], base_dir)
+        if isinstance(expert.get("model"), str) and _looks_like_path(expert["model"]):
+            expert["model"] = _resolve(expert["model"], base_dir)
+    router = data.get("router")
+    if isinstance(router, dict) and isinstance(router.get("checkpoint"), str):
+        router["checkpoint"] = _resolve(router["checkpoint"], base_dir)
+    return data
