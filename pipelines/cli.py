@@ -1,0 +1,64 @@
+"""The `routebatch` command line.
+
+Each command lives in its own module under `pipelines/` and registers itself through a
+`register(subparsers)` function that adds its parser and sets `func`; `func(args)`
+returns the process exit code. This file only assembles them, so adding a command
+never means editing another command's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from routing.config import ConfigError
+
+# Modules that provide commands, in the order `routebatch --help` lists them.
+COMMAND_MODULES = (
+    "pipelines.run_command",
+    "pipelines.validate_command",
+    "pipelines.score_command",
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_COMPLETED_WITH_ERRORS = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="routebatch",
+        description="Answer large batches of questions cheaply by routing each one to the right expert model.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command not written yet must not break the others
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"routebatch: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("routebatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
