@@ -1,0 +1,28 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The team's reference data lives beside the checkout (CI clones with shared/ beside it).
+SHARED_DATA = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "squad_replay" / "questions.json").exists():
+        pytest.fail(f"reference data not found at {SHARED_DATA}; set ROUTEBATCH_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def squad_replay_dir(shared_data: Path) -> Path:
+    return shared_data / "squad_replay"
