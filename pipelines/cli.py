@@ -13,6 +13,7 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from pipelines import exit_codes
 from routing.config import ConfigError
 
 # Modules that provide commands, in the order `routebatch --help` lists them.
@@ -21,13 +22,6 @@ COMMAND_MODULES = (
     "pipelines.validate_command",
     "pipelines.score_command",
 )
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-EXIT_COMPLETED_WITH_ERRORS = 4
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -54,10 +48,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"routebatch: configuration error:\n{exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.CONFIG
     except KeyboardInterrupt:
         print("routebatch: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,3 +26,19 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def squad_replay_dir(shared_data: Path) -> Path:
     return shared_data / "squad_replay"
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer random BERT QA model with the real MiniLM tokenizer (question first)."""
+    from tiny_models import build_tiny_qa_model  # tests/ is on sys.path (rootdir conftest)
+
+    return build_tiny_qa_model(tmp_path_factory.mktemp("tiny_qa"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_model_left(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same weights with a left-padding tokenizer, so the question goes second."""
+    from tiny_models import build_tiny_qa_model
+
+    return build_tiny_qa_model(tmp_path_factory.mktemp("tiny_qa_left"), padding_side="left")

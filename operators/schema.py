@@ -1,0 +1,59 @@
+"""The one row layout every stage reads and writes.
+
+Every stage returns exactly this schema, so Ray Data never has to unify a block whose
+`answer` column happens to be all-null (Arrow type `null`) with one whose column is
+`string`, and the Parquet files of one run always share one schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+
+WORK_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("context", pa.string()),
+        ("source", pa.string()),
+        ("expert", pa.string()),
+        ("answer", pa.string()),
+        ("score", pa.float64()),
+        ("cost_usd", pa.float64()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("expert_seconds", pa.float64()),
+        ("error", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+# What lands in the output: the work schema less the (large, duplicated) context.
+OUTPUT_COLUMNS = [f.name for f in WORK_SCHEMA if f.name != "context"]
+OUTPUT_SCHEMA = pa.schema([WORK_SCHEMA.field(n) for n in OUTPUT_COLUMNS])
+
+_ZERO = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "expert_seconds": 0.0}
+
+
+def empty_row(**values: Any) -> dict:
+    row = {f.name: None for f in WORK_SCHEMA}
+    row.update(_ZERO)
+    row.update(values)
+    return row
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    rows = list(rows)
+    return pa.table({f.name: [r.get(f.name) for r in rows] for f in WORK_SCHEMA}, schema=WORK_SCHEMA)
+
+
+def columns_to_table(columns: Mapping[str, list]) -> pa.Table:
+    return pa.table({f.name: columns[f.name] for f in WORK_SCHEMA}, schema=WORK_SCHEMA)
+
+
+def error_kind(error: str | None) -> str | None:
+    """Errors are written "kind: detail"; the kind is what summaries count by."""
+    if not error:
+        return None
+    return error.split(":", 1)[0].strip()

@@ -1,0 +1,159 @@
+"""The Ray Data operators of the batch job, in plan order.
+
+Each is a thin adapter from an Arrow batch to `routing/` or to a model runner; the
+plan that wires them together lives in `pipelines/batch_job.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from operators.read_input import UnreadableFile, parse_jsonl, parse_squad
+from operators.runner_base import ExpertRunner, RunnerOutput
+from operators.schema import WORK_SCHEMA, rows_to_table
+from routing.config import ColumnMapping, HFExtractiveQAExpert, ReplayExpert
+from routing.costs import charge_rows
+from routing.validation import DuplicateIdTracker
+
+log = logging.getLogger("routebatch")
+
+
+def parse_files(batch: pa.Table, fmt: str, columns: ColumnMapping, run_id: str, ledger: Any) -> pa.Table:
+    """JSONL / SQuAD: Ray's binary reader gives one row per file (`bytes` + `path`);
+    each becomes its rows, and its row count (or why it is unreadable) goes to the
+    ledger."""
+    tables = []
+    for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist()):
+        try:
+            if fmt == "jsonl":
+                rows = parse_jsonl(data, path, columns, run_id)
+            else:
+                rows = parse_squad(data, path, run_id)
+        except UnreadableFile as exc:
+            ledger.record_unreadable.remote(path, str(exc))
+            continue
+        ledger.record_file.remote(path, len(rows))
+        tables.append(rows_to_table(rows))
+    return pa.concat_tables(tables) if tables else WORK_SCHEMA.empty_table()
+
+
+class FlagDuplicateIds:
+    """Runs as a single actor: the set of seen ids must be one set for the whole run."""
+
+    def __init__(self) -> None:
+        self.tracker = DuplicateIdTracker()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = batch.column("id").to_pylist()
+        errors = batch.column("error").to_pylist()
+        changed = False
+        for i, (rid, err) in enumerate(zip(ids, errors)):
+            if err is None:
+                dup = self.tracker.check(rid)
+                if dup:
+                    errors[i] = dup
+                    changed = True
+        if not changed:
+            return batch
+        return batch.set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
+
+
+class RouteRows:
+    """The router actor: loads the router once, then names an expert for every
+    answerable row of each batch."""
+
+    def __init__(self, router_spec: Any, expert_names: list[str]) -> None:
+        from routing.rules import build_router
+
+        self.router = build_router(router_spec)
+        unknown = set(getattr(self.router, "expert_names", [])) - set(expert_names)
+        if unknown:
+            raise ValueError(f"router names experts the config does not define: {sorted(unknown)}")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ok = pc.is_null(batch.column("error")).to_numpy(zero_copy_only=False)
+        experts: list[Optional[str]] = [None] * batch.num_rows
+        idx = np.flatnonzero(ok)
+        if len(idx):
+            questions = batch.column("question").take(pa.array(idx)).to_pylist()
+            contexts = batch.column("context").take(pa.array(idx)).to_pylist()
+            for i, name in zip(idx, self.router.route(questions, contexts)):
+                experts[i] = name
+        return batch.set_column(batch.schema.get_field_index("expert"), "expert", pa.array(experts, pa.string()))
+
+
+def build_runner(spec: HFExtractiveQAExpert | ReplayExpert) -> ExpertRunner:
+    if isinstance(spec, ReplayExpert):
+        from operators.replay import ReplayRunner
+
+        return ReplayRunner(spec)
+    from operators.hf_qa import HFExtractiveQARunner
+
+    return HFExtractiveQARunner(spec)
+
+
+def _run_isolating_failures(runner: ExpertRunner, name: str, ids: list, questions: list, contexts: list) -> RunnerOutput:
+    """Answer a sub-batch; if the runner raises, retry row by row so one poisonous row
+    costs only its own answer, and say which exception it was."""
+    try:
+        return runner.answer(ids, questions, contexts)
+    except Exception as batch_exc:  # noqa: BLE001 - isolating failures is this function's job
+        if len(ids) == 1:
+            msg = f"expert_error: {name} raised {type(batch_exc).__name__}: {batch_exc}"
+            return RunnerOutput(answers=[None], scores=[None], input_tokens=[0], output_tokens=[0], errors=[msg[:500]])
+        log.warning("expert %s failed on a batch of %d rows (%s); retrying row by row", name, len(ids), type(batch_exc).__name__)
+        parts = [_run_isolating_failures(runner, name, [i], [q], [c]) for i, q, c in zip(ids, questions, contexts)]
+        return RunnerOutput(
+            answers=[a for p in parts for a in p.answers],
+            scores=[s for p in parts for s in p.scores],
+            input_tokens=[t for p in parts for t in p.input_tokens],
+            output_tokens=[t for p in parts for t in p.output_tokens],
+            errors=[e for p in parts for e in p.errors],
+        )
+
+
+class AnswerWithExpert:
+    """One expert's pool: answers the rows routed to it, passes every other row through
+    untouched, and prices what it answered."""
+
+    def __init__(self, spec: HFExtractiveQAExpert | ReplayExpert) -> None:
+        self.spec = spec
+        self.runner = build_runner(spec)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        mine = pc.equal(batch.column("expert"), self.spec.name).to_numpy(zero_copy_only=False)
+        idx = np.flatnonzero(np.nan_to_num(mine.astype(float)) > 0)
+        if len(idx) == 0:
+            return batch
+        take = pa.array(idx)
+        ids = batch.column("id").take(take).to_pylist()
+        questions = batch.column("question").take(take).to_pylist()
+        contexts = batch.column("context").take(take).to_pylist()
+
+        started = time.perf_counter()
+        out = _run_isolating_failures(self.runner, self.spec.name, ids, questions, contexts)
+        seconds = time.perf_counter() - started
+        charges = charge_rows(self.spec.cost, self.spec.resources.num_gpus, seconds, out.input_tokens, out.output_tokens)
+
+        cols = {name: batch.column(name).to_pylist() for name in ("answer", "score", "cost_usd", "input_tokens", "output_tokens", "expert_seconds", "error")}
+        for k, i in enumerate(idx):
+            cols["answer"][i] = out.answers[k]
+            cols["score"][i] = out.scores[k]
+            cols["cost_usd"][i] = charges[k].cost_usd
+            cols["input_tokens"][i] = out.input_tokens[k]
+            cols["output_tokens"][i] = out.output_tokens[k]
+            cols["expert_seconds"][i] = charges[k].seconds
+            cols["error"][i] = out.errors[k]
+        for name, values in cols.items():
+            batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, WORK_SCHEMA.field(name).type))
+        return batch
+
+
+def drop_context(batch: pa.Table) -> pa.Table:
+    return batch.drop_columns(["context"])

@@ -1,0 +1,41 @@
+"""`routebatch run CONFIG`: the batch job from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipelines import exit_codes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the batch job described by a YAML config")
+    p.add_argument("config", help="path to the job's YAML config")
+    p.add_argument("--output", help="output directory or s3:// prefix (overrides output.path)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run at the output path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs of scheduled jobs)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.batch_job import run_job
+    from pipelines.resources import PlanDoesNotFit
+    from pipelines.summary import format_summary
+    from routing.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = load_config(args.config)
+    try:
+        summary = run_job(config, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
+    except PlanDoesNotFit as exc:
+        print(f"routebatch: the plan does not fit the Ray cluster, nothing was run:\n{exc}", file=sys.stderr)
+        return exit_codes.CONFIG
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(format_summary(summary))
+    return summary.exit_code

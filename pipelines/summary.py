@@ -1,0 +1,173 @@
+"""The run summary: counts, costs and timing, read back from what was actually written.
+
+The per-expert figures are aggregated from the output Parquet (only its small columns,
+streamed), not from counters kept along the way, so the summary can never disagree
+with the rows a user will read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import pyarrow.dataset as pads
+
+from operators.schema import error_kind
+from pipelines import exit_codes
+from routing.config import JobConfig
+from routing.storage import filesystem_and_path, join, write_bytes
+
+SUMMARY_FILE = "_summary.json"
+
+
+_SUM_COLUMNS = ("cost_usd", "input_tokens", "output_tokens", "expert_seconds")
+
+
+@dataclass
+class ExpertTotals:
+    rows: int = 0
+    answered: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    expert_seconds: float = 0.0
+
+
+@dataclass
+class Summary:
+    run_id: str
+    output: str
+    rows_in: int
+    rows_out: int
+    rows_match: bool
+    rows_answered: int
+    rows_with_errors: int
+    errors_by_kind: dict[str, int]
+    unreadable_files: dict[str, str]
+    experts: dict[str, ExpertTotals]
+    total_cost_usd: float
+    wall_seconds: float
+    rows_per_second: float
+    started_at: str
+    finished_at: str
+    config_hash: str
+    config: dict[str, Any] = field(repr=False)
+    status: str = "completed"
+    exit_code: int = exit_codes.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def output_totals(output: str) -> tuple[int, dict[str, ExpertTotals], dict[str, int], int]:
+    """(rows, per-expert totals, errors by kind, rows answered) of a run's Parquet."""
+    fs, path = filesystem_and_path(output)
+    dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False)
+    experts: dict[str, ExpertTotals] = {}
+    errors: dict[str, int] = {}
+    rows = answered = 0
+    cols = ["expert", "answer", "error", *_SUM_COLUMNS]
+    for batch in dataset.to_batches(columns=cols):
+        data = batch.to_pydict()
+        for i in range(batch.num_rows):
+            rows += 1
+            kind = error_kind(data["error"][i])
+            if kind:
+                errors[kind] = errors.get(kind, 0) + 1
+            name = data["expert"][i]
+            if name is None:
+                continue
+            t = experts.setdefault(name, ExpertTotals())
+            t.rows += 1
+            if kind:
+                t.errors += 1
+            if data["answer"][i] is not None:
+                t.answered += 1
+                answered += 1
+            t.cost_usd += data["cost_usd"][i] or 0.0
+            t.input_tokens += data["input_tokens"][i] or 0
+            t.output_tokens += data["output_tokens"][i] or 0
+            t.expert_seconds += data["expert_seconds"][i] or 0.0
+    return rows, experts, errors, answered
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def build_summary(
+    *,
+    config: JobConfig,
+    run_id: str,
+    output: str,
+    rows_in: int,
+    unreadable: dict[str, str],
+    started: float,
+    finished: float,
+) -> Summary:
+    rows_out, experts, errors, answered = output_totals(output)
+    wall = max(finished - started, 1e-9)
+    rows_with_errors = sum(errors.values())
+    status, code = "completed", exit_codes.OK
+    if rows_out != rows_in:
+        status, code = "failed: rows out differ from rows in", exit_codes.FAILED
+    elif rows_with_errors or unreadable:
+        status, code = "completed with errors", exit_codes.COMPLETED_WITH_ERRORS
+    return Summary(
+        run_id=run_id,
+        output=output,
+        rows_in=rows_in,
+        rows_out=rows_out,
+        rows_match=rows_in == rows_out,
+        rows_answered=answered,
+        rows_with_errors=rows_with_errors,
+        errors_by_kind=dict(sorted(errors.items())),
+        unreadable_files=dict(sorted(unreadable.items())),
+        experts=dict(sorted(experts.items())),
+        total_cost_usd=sum(t.cost_usd for t in experts.values()),
+        wall_seconds=wall,
+        rows_per_second=rows_out / wall,
+        started_at=_iso(started),
+        finished_at=_iso(finished),
+        config_hash=config.config_hash(),
+        config=config.model_dump(mode="json"),
+        status=status,
+        exit_code=code,
+    )
+
+
+def write_summary(summary: Summary, output: str) -> None:
+    write_bytes(join(output, SUMMARY_FILE), json.dumps(summary.to_dict(), indent=2).encode())
+
+
+def read_summary(output: str) -> Optional[dict]:
+    from routing.storage import exists, read_bytes
+
+    path = join(output, SUMMARY_FILE)
+    return json.loads(read_bytes(path)) if exists(path) else None
+
+
+def format_summary(summary: Summary) -> str:
+    """The one screen printed at the end of `routebatch run`."""
+    lines = [
+        f"run {summary.run_id}: {summary.status}",
+        f"  rows in {summary.rows_in}, rows out {summary.rows_out} ({'match' if summary.rows_match else 'MISMATCH'}), "
+        f"answered {summary.rows_answered}, with errors {summary.rows_with_errors}",
+        f"  wall {summary.wall_seconds:.1f} s, {summary.rows_per_second:.1f} rows/s, total cost ${summary.total_cost_usd:.6f}",
+    ]
+    if summary.experts:
+        width = max(len(n) for n in summary.experts)
+        lines.append(f"  {'expert'.ljust(width)}  {'rows':>8} {'errors':>7} {'cost_usd':>12} {'in_tok':>10} {'out_tok':>8} {'seconds':>9}")
+        for name, t in summary.experts.items():
+            lines.append(
+                f"  {name.ljust(width)}  {t.rows:>8} {t.errors:>7} {t.cost_usd:>12.6f} {t.input_tokens:>10} {t.output_tokens:>8} {t.expert_seconds:>9.2f}"
+            )
+    for kind, n in summary.errors_by_kind.items():
+        lines.append(f"  error {kind}: {n} row(s)")
+    for path, reason in summary.unreadable_files.items():
+        lines.append(f"  unreadable file {path}: {reason}")
+    lines.append(f"  output: {summary.output}")
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""`routebatch validate CONFIG`: every check that needs no compute, in seconds."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines import exit_codes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a job config without running anything")
+    p.add_argument("config")
+    p.add_argument("--output", help="check this output path instead of output.path")
+    p.set_defaults(func=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipelines.batch_job import preflight
+    from routing.config import load_config
+
+    config = load_config(args.config)
+    files = preflight(config, args.output or config.output.path, config.output.overwrite)
+    experts = ", ".join(f"{e.name} ({e.kind})" for e in config.experts)
+    print(f"ok: {args.config}")
+    print(f"  input: {len(files.paths)} {config.input.format} file(s) at {config.input.path}")
+    print(f"  experts: {experts}")
+    print(f"  router: {config.router.kind}")
+    print(f"  output: {args.output or config.output.path}")
+    return exit_codes.OK
