@@ -138,7 +138,6 @@ class HFExtractiveQARunner:
         report, and swallowing it here would turn a broken model into empty answers.
         """
         per_row: dict[int, list[tuple[EncodedWindow, Window]]] = defaultdict(list)
-        side = self.tokenizer.padding_side
         size = self.spec.batch_size
         with torch.inference_mode():
             for lo in range(0, len(windows), size):
@@ -151,8 +150,8 @@ class HFExtractiveQARunner:
                     per_row[w.row].append((
                         w,
                         Window(
-                            start_logits=unpad(starts[j], w.n_tokens, side),
-                            end_logits=unpad(ends[j], w.n_tokens, side),
+                            start_logits=unpad(starts[j], w.n_tokens),
+                            end_logits=unpad(ends[j], w.n_tokens),
                             offsets=w.offsets,
                             context_mask=w.context_mask,
                             cls_index=w.cls_index,

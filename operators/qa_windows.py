@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,34 @@ def encode_windows(
     return windows
 
 
-def pad_batch(tokenizer: Any, windows: Sequence[EncodedWindow]) -> dict[str, Any]:
-    """Pad a group of windows to its longest member, on the tokenizer's padding side."""
-    return tokenizer.pad([w.features for w in windows], padding=True, return_tensors="pt")
+def pad_batch(tokenizer: Any, windows: Sequence[EncodedWindow]) -> dict[str, torch.Tensor]:
+    """Pad a group of windows to its longest member, always on the right.
+
+    Right padding keeps every real token at the position it has when its window runs
+    alone, so the answers cannot depend on which windows share a batch. Left padding
+    (even for tokenizers that ask for it) would shift absolute position embeddings by
+    the pad length; relative-position models are indifferent to the side, so right is
+    never worse. The padding side still decides the question order (`question_first`).
+    """
+    longest = max(w.n_tokens for w in windows)
+    pad_values = {
+        "input_ids": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+        "attention_mask": 0,
+    }
+    names = list(windows[0].features)
+    if "attention_mask" not in names:
+        names.append("attention_mask")
+    batch = {}
+    for name in names:
+        rows = []
+        for w in windows:
+            values = w.features.get(name, [1] * w.n_tokens)  # attention_mask if the model lacks it
+            rows.append(values + [pad_values.get(name, 0)] * (longest - len(values)))
+        batch[name] = torch.tensor(rows, dtype=torch.long)
+    return batch
 
 
-def unpad(row_logits: np.ndarray, n_tokens: int, padding_side: str) -> np.ndarray:
+def unpad(row_logits: np.ndarray, n_tokens: int) -> np.ndarray:
     """The logits of a window's own tokens, dropping the padding `pad_batch` added."""
-    if padding_side == "left":
-        return row_logits[row_logits.shape[0] - n_tokens:]
     return row_logits[:n_tokens]

@@ -31,6 +31,13 @@ true whatever the profiler and the program end up choosing; its price is a sligh
 lower bound per model (for k = 4 and c = 0.95, each bound is taken at 0.9875).
 `correction="none"` uses c for every model, which is only honest if a single,
 pre-chosen model is bounded.
+
+Expected versus realised accuracy. Bounds on the models' conformity promise an
+*expected* share of correct answers. The job, however, is judged on the share it
+actually delivers, which scatters around that expectation; a plan whose expectation
+sits exactly on the target misses it about half of the time. `realised_target` raises
+the target just enough that the delivered share reaches the original one with a given
+confidence, and the union bound simply gets one more event to cover (k models + 1).
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ from typing import Literal, Mapping, Optional, Sequence
 import numpy as np
 from scipy.optimize import linprog
 
-from routing.guarantees import clopper_pearson_lower
+from routing.guarantees import clopper_pearson_lower, clopper_pearson_upper
 
 Correction = Literal["bonferroni", "none"]
+Guarantee = Literal["realised", "expected"]
 Solver = Literal["linprog", "vertices"]
 
 # Shares below this are solver noise, not a decision to send items to a model.
@@ -81,12 +89,13 @@ class MixPlan:
 
 
 def per_model_confidence(confidence: float, n_models: int, correction: Correction = "bonferroni") -> float:
-    """Confidence at which each of `n_models` bounds must hold for a joint `confidence`.
+    """Confidence at which each of `n_models` events must hold for a joint `confidence`.
 
-    Bonferroni: P(some bound fails) <= sum of the individual failure chances, so giving
-    each model a failure chance (1 - confidence) / n_models keeps the joint one within
+    Bonferroni: P(some event fails) <= sum of the individual failure chances, so giving
+    each one a failure chance (1 - confidence) / n_models keeps the joint one within
     budget without assuming the models' errors are independent (they are not: all of
-    them are compared against the same reference answers on the same items).
+    them are compared against the same reference answers on the same items). Count
+    the realisation of the plan as one more event when the guarantee is "realised".
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
@@ -95,6 +104,26 @@ def per_model_confidence(confidence: float, n_models: int, correction: Correctio
     if correction == "bonferroni":
         return 1.0 - (1.0 - confidence) / n_models
     raise ValueError(f"unknown correction {correction!r}; use 'bonferroni' or 'none'")
+
+
+def realised_target(target: float, remaining_items: int, confidence: float) -> float:
+    """Expected conformity that makes the *delivered* share reach `target` with `confidence`.
+
+    Answers on the remaining items are independent successes with (unknown, differing)
+    rates; their count S is Poisson-binomial. Hoeffding (1956) showed that below its
+    mean such a count is no more spread out than a binomial with the same mean:
+    P(S <= c) <= P(Bin(R, mean/R) <= c) for c <= mean - 1. So it suffices that a
+    Bin(R, p) count falls short of k = ceil(target * R) with probability at most
+    1 - confidence, and the smallest such p is exactly the one-sided Clopper-Pearson
+    upper bound for k - 1 successes in R trials. Targets outside (0, 1) need no margin:
+    <= 0 is met by anything and >= 1 only by the reference, which has no variance.
+    """
+    if remaining_items <= 0 or not 0 < target < 1:
+        return target
+    needed = math.ceil(target * remaining_items - 1e-9)
+    if needed <= 0:
+        return target
+    return max(target, clopper_pearson_upper(needed - 1, remaining_items, confidence))
 
 
 def conformity_lower_bounds(

@@ -42,3 +42,16 @@ def tiny_qa_model_left(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tiny_models import build_tiny_qa_model
 
     return build_tiny_qa_model(tmp_path_factory.mktemp("tiny_qa_left"), padding_side="left")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A small local Ray for one test module: 2 CPUs, a modest object store, shut down
+    afterwards. Jobs run inside it reuse it instead of starting their own."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=0, object_store_memory=300 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

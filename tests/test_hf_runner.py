@@ -135,10 +135,21 @@ def test_batch_size_does_not_change_answers(fixture: str, request: pytest.Fixtur
         assert answer and answer in context
 
 
-def test_leading_question_whitespace_is_ignored(runner: HFExtractiveQARunner) -> None:
+def test_leading_question_whitespace_is_stripped(runner: HFExtractiveQARunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # BERT's tokenizer drops the white space itself, so watch what reaches the tokenizer:
+    # byte-level BPE tokenizers (RoBERTa) would otherwise spend a token on it.
+    seen: list[str] = []
+    real = hf_qa.encode_windows
+
+    def spy(tokenizer: Any, questions: list[str], contexts: list[str], **kwargs: Any) -> Any:
+        seen.extend(questions)
+        return real(tokenizer, questions, contexts, **kwargs)
+
+    monkeypatch.setattr(hf_qa, "encode_windows", spy)
     context = make_context(6)
     plain = runner.answer(["a"], ["How large is the mirror?"], [context])
-    padded = runner.answer(["a"], ["   \t How large is the mirror?"], [context])
+    padded = runner.answer(["a"], ["   \t How large is the mirror?  "], [context])
+    assert seen == ["How large is the mirror?", "How large is the mirror?  "]
     assert plain.answers == padded.answers and plain.input_tokens == padded.input_tokens
 
 

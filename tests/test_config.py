@@ -1,0 +1,101 @@
+"""Config schema: strict keys, names that resolve, errors that name the field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from routing.config import CheckpointRouter, ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _base(**over):
+    cfg = {
+        "input": {"path": "in.jsonl", "format": "jsonl"},
+        "output": {"path": "out"},
+        "experts": [
+            {"name": "small", "kind": "replay", "predictions": "p.json"},
+            {"name": "big", "kind": "hf-extractive-qa", "model": "deepset/roberta-base-squad2"},
+        ],
+        "router": {"kind": "fixed", "expert": "small"},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def test_example_configs_validate():
+    for name in ("squad-replay.yaml", "hf-experts.yaml"):
+        cfg = load_config(REPO / "examples" / name)
+        assert cfg.experts
+
+
+def test_unknown_key_is_named():
+    cfg = _base()
+    cfg["experts"][0]["predictons"] = "typo.json"
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "predictons" in str(err.value) and "unknown key" in str(err.value)
+
+
+def test_unknown_top_level_key_is_named():
+    with pytest.raises(ConfigError, match="routr"):
+        parse_config(_base(routr={}))
+
+
+def test_router_must_name_a_defined_expert():
+    with pytest.raises(ConfigError) as err:
+        parse_config(_base(router={"kind": "rule", "rules": [{"expert": "medium"}], "default": "small"}))
+    assert "router.rules[0].expert" in str(err.value) and "medium" in str(err.value)
+
+
+def test_stride_must_be_below_sequence_length():
+    cfg = _base()
+    cfg["experts"][1].update(max_seq_len=128, doc_stride=128)
+    with pytest.raises(ConfigError, match="doc_stride"):
+        parse_config(cfg)
+
+
+def test_pool_bounds_and_duplicate_names():
+    cfg = _base()
+    cfg["experts"][0]["pool"] = {"min_actors": 3, "max_actors": 1}
+    with pytest.raises(ConfigError, match="max_actors"):
+        parse_config(cfg)
+    cfg = _base()
+    cfg["experts"][1]["name"] = "small"
+    with pytest.raises(ConfigError, match="duplicate expert name"):
+        parse_config(cfg)
+
+
+def test_checkpoint_short_form_and_single_policy():
+    cfg = parse_config(_base(router={"checkpoint": "r", "budget_per_item": 0.01}))
+    assert isinstance(cfg.router, CheckpointRouter) and cfg.router.budget_per_item == 0.01
+    with pytest.raises(ConfigError, match="choose one"):
+        parse_config(_base(router={"checkpoint": "r", "budget_per_item": 0.01, "accuracy_target": 0.9}))
+
+
+def test_relative_paths_resolve_against_config_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "job.yaml"
+    path.write_text(yaml.safe_dump(_base()))
+    cfg = load_config(path)
+    assert cfg.input.path == str(tmp_path / "sub" / "in.jsonl")
+    assert cfg.experts[0].predictions == str(tmp_path / "sub" / "p.json")
+    assert cfg.experts[1].model == "deepset/roberta-base-squad2"  # hub ids stay hub ids
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a, b = parse_config(_base()), parse_config(_base())
+    assert a.config_hash() == b.config_hash()
+    c = _base()
+    c["experts"][0]["cost"] = {"usd_per_item": 0.5}
+    assert parse_config(c).config_hash() != a.config_hash()
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="mapping"):
+        parse_config(["a"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
