@@ -109,12 +109,8 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
     if config.input.format == "parquet":
         cols = config.input.columns
         ds = ray.data.read_parquet(
-            readable,
-            filesystem=files.filesystem,
-            columns=list(dict.fromkeys([cols.id, cols.question, cols.context])),
-            include_paths=True,
-            **light,
-        )
+            readable, filesystem=files.filesystem, include_paths=True, **light
+        ).select_columns(list(dict.fromkeys([cols.id, cols.question, cols.context, "path"])))
         ds = ds.map_batches(
             _normalize_batch, fn_kwargs={"columns": cols, "run_id": run_id}, batch_format="pyarrow", batch_size=batch, **light
         )
@@ -154,9 +150,8 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
             batch_size=batch,
             num_cpus=expert.resources.num_cpus,
             num_gpus=expert.resources.num_gpus,
-            # An expert actor that dies (node lost, OOM) is replaced and its batch retried.
-            max_restarts=-1,
-            max_task_retries=-1,
+            # Ray Data's actor pools restart a dead actor and retry its batch by default
+            # (max_restarts=-1, max_task_retries=-1); we rely on that and do not override it.
             **remote_args,
         )
     return ds.map_batches(drop_context, batch_format="pyarrow", batch_size=batch, **light)

@@ -48,9 +48,11 @@ from typing import Iterable, Mapping, Optional
 from routing.guarantees import clopper_pearson_lower, clopper_pearson_upper
 from routing.model_mix import (
     Correction,
+    Guarantee,
     MixPlan,
     min_mix_cost,
     per_model_confidence,
+    realised_target,
     remaining_target,
     solve_mix,
 )
@@ -59,6 +61,7 @@ from routing.model_mix import (
 # again (each batch, each what-if plan, each target in a sweep over the same items).
 _lower = lru_cache(maxsize=1 << 16)(clopper_pearson_lower)
 _upper = lru_cache(maxsize=1 << 16)(clopper_pearson_upper)
+_realised = lru_cache(maxsize=1 << 16)(realised_target)
 
 
 class ModelState(str, enum.Enum):
@@ -77,6 +80,11 @@ class AdaptiveProfiler:
     joint `confidence`. Feed results with `update`/`observe` after each batch, then ask
     `active_models()` which models to run on the next batch and `should_stop()` whether
     to run one at all; `plan()` gives the mix for the items not profiled.
+
+    `guarantee="realised"` (the default) promises the delivered share of agreeing
+    answers, which is how a job is judged; the failure budget is then split over the
+    candidate models plus the scatter of the outcome (see `routing.model_mix`).
+    `"expected"` promises only the expected share and splits it over the models.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class AdaptiveProfiler:
         batch: int = 20,
         *,
         correction: Correction = "bonferroni",
+        guarantee: Guarantee = "realised",
         lookahead: int = 1,
         min_items: Optional[int] = None,
     ) -> None:
@@ -102,6 +111,8 @@ class AdaptiveProfiler:
             raise ValueError(f"target must lie in (0, 1], got {target}")
         if total_items <= 0:
             raise ValueError(f"total_items must be positive, got {total_items}")
+        if guarantee not in ("realised", "expected"):
+            raise ValueError(f"unknown guarantee {guarantee!r}; use 'realised' or 'expected'")
         if batch <= 0 or lookahead <= 0:
             raise ValueError("batch and lookahead must be positive")
         self.costs = dict(costs)
@@ -117,7 +128,10 @@ class AdaptiveProfiler:
         # Cheapest first: domination checks run in this order, which keeps them
         # deterministic and lets an expensive model be beaten by cheaper survivors.
         self.candidates = sorted((m for m in costs if m != reference), key=lambda m: (costs[m], m))
-        self.model_confidence = per_model_confidence(confidence, len(self.candidates), correction)
+        self.guarantee = guarantee
+        events = len(self.candidates) + (1 if guarantee == "realised" else 0)
+        # Every event (each model's bound, and the outcome's scatter) gets the same share.
+        self.model_confidence = per_model_confidence(confidence, events, correction)
         self._agree: dict[str, float] = {m: 0.0 for m in self.candidates}
         self._seen: dict[str, int] = {m: 0 for m in self.candidates}
         self._state: dict[str, ModelState] = {m: ModelState.ACTIVE for m in self.candidates}
@@ -156,6 +170,17 @@ class AdaptiveProfiler:
         """Conformity the unprofiled items need (profiled ones count as correct)."""
         return remaining_target(self.target, self.total_items, self.items_profiled)
 
+    def planning_target(self) -> float:
+        """Conformity bound a plan must reach: the remaining target, plus, for a
+        realised guarantee, the margin for the scatter of the delivered answers."""
+        return self._planning_target(self.items_profiled)
+
+    def _planning_target(self, profiled: int) -> float:
+        target = remaining_target(self.target, self.total_items, profiled)
+        if self.guarantee == "expected":
+            return target
+        return _realised(target, self.total_items - profiled, self.model_confidence)
+
     def counts(self) -> dict[str, tuple[float, int]]:
         return {m: (self._agree[m], self._seen[m]) for m in self.candidates}
 
@@ -184,7 +209,7 @@ class AdaptiveProfiler:
 
     def _refresh(self) -> None:
         """Settle the role of every active model that the current bounds decide."""
-        target = self.remaining_target()
+        target = self.planning_target()
         lower, upper = self.lower_bounds(), self.upper_bounds()
         for model in self.candidates:
             if self._state[model] is not ModelState.ACTIVE or self._seen[model] == 0:
@@ -253,7 +278,7 @@ class AdaptiveProfiler:
         remaining = self.total_items - profiled
         if remaining <= 0:
             return 0.0
-        target = remaining_target(self.target, self.total_items, profiled)
+        target = self._planning_target(profiled)
         costs = [self.costs[self.reference]] + [self.costs[m] for m in self.candidates]
         accs = [1.0] + [lower[m] for m in self.candidates]
         per_item = min_mix_cost(costs, accs, target)
@@ -270,4 +295,4 @@ class AdaptiveProfiler:
         state: a dominated model simply receives nothing, and a model that met the target
         early keeps the bound it earned.
         """
-        return solve_mix(self.costs, self.lower_bounds(), self.remaining_target(), self.reference)
+        return solve_mix(self.costs, self.lower_bounds(), self.planning_target(), self.reference)

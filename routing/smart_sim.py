@@ -27,7 +27,7 @@ from typing import Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
-from routing.model_mix import Correction, MixPlan, allocate_items, single_model_plan
+from routing.model_mix import Correction, Guarantee, MixPlan, allocate_items, single_model_plan
 from routing.profiling_policy import AdaptiveProfiler
 from routing.smart_profiles import REFERENCE_MODEL, DatasetProfile
 
@@ -43,6 +43,7 @@ class SimSettings:
     batch: int = 20
     strategy: Strategy = "mix"
     correction: Correction = "bonferroni"
+    guarantee: Guarantee = "realised"
     lookahead: int = 1
     reference: str = REFERENCE_MODEL
 
@@ -114,6 +115,7 @@ def simulate_job(
         n_items,
         settings.batch,
         correction=settings.correction,
+        guarantee=settings.guarantee,
         lookahead=settings.lookahead,
     )
     done = 0
@@ -167,7 +169,7 @@ def _final_plan(profiler: AdaptiveProfiler, costs: Mapping[str, float], settings
     if settings.strategy == "mix":
         return profiler.plan()
     if settings.strategy == "single":
-        return single_model_plan(costs, profiler.lower_bounds(), profiler.remaining_target(), settings.reference)
+        return single_model_plan(costs, profiler.lower_bounds(), profiler.planning_target(), settings.reference)
     raise ValueError(f"unknown strategy {settings.strategy!r}")
 
 

@@ -145,3 +145,38 @@ def test_plan_that_cannot_fit_fails_fast_naming_the_expert(local_ray, tmp_path):
     with pytest.raises(PlanDoesNotFit, match=r"^experts\.strong: .*GPU=1"):
         run_job(cfg, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_tiny_hf_experts_end_to_end(local_ray, tmp_path, tiny_qa_model):
+    gold = load_squad(SLICE / "questions.json")[:24]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"id": q.id, "question": q.question, "context": q.context}) for q in gold))
+    hf = {"kind": "hf-extractive-qa", "model": tiny_qa_model, "batch_size": 8, "resources": {"num_cpus": 0.5}}
+    cfg = parse_config(
+        {
+            "input": {"path": str(src), "format": "jsonl"},
+            "output": {"path": str(tmp_path / "out")},
+            "experts": [
+                {**hf, "name": "short", "max_seq_len": 64, "doc_stride": 16, "cost": {"usd_per_gpu_hour": 3.6}},
+                {**hf, "name": "long", "max_seq_len": 256, "doc_stride": 64, "null_score_threshold": 0.0,
+                 "cost": {"usd_per_gpu_hour": 7.2, "usd_per_1k_input_tokens": 0.01}},
+            ],
+            "router": {"kind": "rule", "rules": [{"expert": "long", "min_context_chars": 700}], "default": "short"},
+            "execution": {"batch_size": 8},
+        }
+    )
+    summary = run_job(cfg, progress=False)
+    rows = _read(tmp_path / "out").to_pylist()
+    assert summary.rows_in == summary.rows_out == len(rows) == 24 and summary.exit_code == exit_codes.OK
+    ctx = {q.id: q.context for q in gold}
+    assert {r["expert"] for r in rows} == {"short", "long"}
+    for r in rows:
+        assert r["error"] is None and r["answer"] is not None
+        assert r["answer"] == "" or r["answer"] in ctx[r["id"]]
+        assert r["input_tokens"] > 0 and r["expert_seconds"] > 0
+        # Cost = device seconds at the hourly price (+ token price for "long").
+        per_sec = (3.6 if r["expert"] == "short" else 7.2) / 3600
+        token_part = 0.01 * r["input_tokens"] / 1000 if r["expert"] == "long" else 0.0
+        assert r["cost_usd"] == pytest.approx(per_sec * r["expert_seconds"] + token_part, rel=1e-6)
+    # Short windows over long contexts: more tokens per row than characters / 8 would suggest.
+    assert all(r["input_tokens"] >= 10 for r in rows)
