@@ -13,7 +13,8 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import pyarrow.fs as pafs
 
@@ -32,6 +33,7 @@ from pipelines.resources import (
     LIGHT_TASK_CPUS,
     ROUTER_ACTOR_CPUS,
     PlanDoesNotFit,
+    ResourcePlan,
     check_plan_fits,
     cluster_nodes,
     plan_resources,
@@ -95,12 +97,27 @@ def _start_ray(config: JobConfig) -> bool:
     return True
 
 
+@contextmanager
+def ray_for(config: JobConfig, plan: ResourcePlan) -> Iterator[None]:
+    """Ray, started or joined, with the plan checked against its nodes before any work;
+    a Ray we started is stopped afterwards, one we joined is left running."""
+    import ray
+
+    started = _start_ray(config)
+    try:
+        check_plan_fits(plan, cluster_nodes())
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _normalize_batch(batch, columns, run_id):
     return normalize_table(batch, columns, run_id)
 
 
-def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
-    """The Ray Data plan. Nothing executes until the dataset is written."""
+def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
+    """Input files -> checked work rows (WORK_SCHEMA), duplicates flagged. Lazy."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -132,6 +149,16 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
         batch_size=batch,
         num_cpus=DEDUPE_ACTOR_CPUS,
     )
+    return ds
+
+
+def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
+    """The Ray Data plan. Nothing executes until the dataset is written."""
+    from ray.data import ActorPoolStrategy
+
+    batch = config.execution.batch_size
+    light = {"num_cpus": LIGHT_TASK_CPUS}
+    ds = read_rows(config, files, readable, run_id, ledger)
     ds = ds.map_batches(
         RouteRows,
         fn_constructor_args=(config.router, [e.name for e in config.experts]),
@@ -157,6 +184,22 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
     return ds.map_batches(drop_context, batch_format="pyarrow", batch_size=batch, **light)
 
 
+def inspect_input(config: JobConfig, files: InputFiles) -> tuple[list[str], dict[str, int], dict[str, str]]:
+    """(readable files, rows per file where the footers tell, unreadable files -> why).
+
+    Parquet files are checked in the driver from their footers alone; JSONL and SQuAD
+    files are counted by the read tasks as they parse them (the ledger)."""
+    if config.input.format != "parquet":
+        return list(files.paths), {}, {}
+    cols = config.input.columns
+    expected_rows, unreadable = parquet_row_counts(files, list(dict.fromkeys([cols.id, cols.question, cols.context])))
+    readable = [p for p in files.paths if p in expected_rows]
+    if not readable:
+        reasons = "; ".join(f"{files.uri(p)}: {r}" for p, r in sorted(unreadable.items())[:3])
+        raise ConfigError(f"input.path: no readable Parquet file with the mapped columns ({reasons})")
+    return readable, expected_rows, unreadable
+
+
 def run_job(
     config: JobConfig,
     *,
@@ -177,20 +220,9 @@ def run_job(
     run_id = new_run_id()
     files = preflight(config, output, overwrite)
 
-    expected_rows: dict[str, int] = {}
-    unreadable: dict[str, str] = {}
-    readable = list(files.paths)
-    if config.input.format == "parquet":
-        cols = config.input.columns
-        expected_rows, unreadable = parquet_row_counts(files, list(dict.fromkeys([cols.id, cols.question, cols.context])))
-        readable = [p for p in files.paths if p in expected_rows]
-        if not readable:
-            reasons = "; ".join(f"{files.uri(p)}: {r}" for p, r in sorted(unreadable.items())[:3])
-            raise ConfigError(f"input.path: no readable Parquet file with the mapped columns ({reasons})")
+    readable, expected_rows, unreadable = inspect_input(config, files)
 
-    started_ray = _start_ray(config)
-    try:
-        check_plan_fits(plan_resources(config), cluster_nodes())
+    with ray_for(config, plan_resources(config)):
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
@@ -205,9 +237,6 @@ def run_job(
         log.info("run %s: %d input file(s) -> %s", run_id, len(files.paths), output)
         ds.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
         snap = ray.get(ledger.snapshot.remote())
-    finally:
-        if started_ray:
-            ray.shutdown()
 
     if config.input.format != "parquet":
         expected_rows = snap["rows_per_file"]

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "pipelines.run_command",
     "pipelines.validate_command",
     "pipelines.score_command",
+    "pipelines.profile_command",
+    "pipelines.smart_command",
 )
 
 def build_parser() -> argparse.ArgumentParser:
