@@ -17,7 +17,13 @@ import pyarrow.compute as pc
 from operators.read_input import UnreadableFile, parse_jsonl, parse_squad
 from operators.runner_base import ExpertRunner, RunnerOutput
 from operators.schema import WORK_SCHEMA, rows_to_table
-from routing.config import ColumnMapping, HFExtractiveQAExpert, ReplayExpert
+from routing.config import (
+    ColumnMapping,
+    HFCausalLMExpert,
+    HFExtractiveQAExpert,
+    OpenAICompatibleExpert,
+    ReplayExpert,
+)
 from routing.costs import charge_rows
 from routing.validation import DuplicateIdTracker
 
@@ -88,11 +94,21 @@ class RouteRows:
         return batch.set_column(batch.schema.get_field_index("expert"), "expert", pa.array(experts, pa.string()))
 
 
-def build_runner(spec: HFExtractiveQAExpert | ReplayExpert) -> ExpertRunner:
+def build_runner(
+    spec: HFExtractiveQAExpert | ReplayExpert | HFCausalLMExpert | OpenAICompatibleExpert,
+) -> ExpertRunner:
     if isinstance(spec, ReplayExpert):
         from operators.replay import ReplayRunner
 
         return ReplayRunner(spec)
+    if isinstance(spec, HFCausalLMExpert):
+        from operators.hf_causal import HFCausalLMRunner
+
+        return HFCausalLMRunner(spec)
+    if isinstance(spec, OpenAICompatibleExpert):
+        from operators.openai_compat import OpenAICompatibleRunner
+
+        return OpenAICompatibleRunner(spec)
     from operators.hf_qa import HFExtractiveQARunner
 
     return HFExtractiveQARunner(spec)

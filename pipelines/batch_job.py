@@ -38,7 +38,17 @@ from pipelines.resources import (
     cluster_nodes,
     plan_resources,
 )
-from pipelines.summary import SUMMARY_FILE, Summary, build_summary, write_summary
+from pipelines.shards import (
+    Shard,
+    clear_dir,
+    plan_shards,
+    read_marker,
+    read_run_record,
+    shard_dir,
+    write_marker,
+    write_run_record,
+)
+from pipelines.summary import SUMMARY_FILE, Summary, build_summary, count_rows, write_summary
 from routing.config import ConfigError, HFExtractiveQAExpert, JobConfig, ReplayExpert
 from routing.storage import exists, filesystem_and_path, is_s3, join
 
@@ -49,27 +59,37 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def preflight(config: JobConfig, output: str, overwrite: bool) -> InputFiles:
-    """Every check that needs no cluster: paths exist, the output is free. Runs before
-    Ray starts, so a misconfiguration costs seconds, not a cluster's start-up."""
+def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = False) -> InputFiles:
+    """Every check that needs no cluster: paths exist, the output is free (or, when
+    resuming, holds this very job). Runs before Ray starts, so a misconfiguration costs
+    seconds, not a cluster's start-up."""
     files = resolve_input(config.input)
     for e in config.experts:
         if isinstance(e, ReplayExpert) and not exists(e.predictions):
             raise ConfigError(f"experts.{e.name}.predictions: {e.predictions} does not exist; point it at a JSON file of recorded answers")
         if isinstance(e, HFExtractiveQAExpert) and e.model.startswith(("/", ".", "~")) and not os.path.isdir(e.model):
             raise ConfigError(f"experts.{e.name}.model: local model directory {e.model} does not exist; use a hub id or a saved model directory")
-    if exists(join(output, SUMMARY_FILE)) and not overwrite:
-        raise ConfigError(
-            f"output.path: {output} already holds a finished run; choose a new output path, or set output.overwrite: true (or --overwrite) to replace it"
-        )
+    if getattr(config.router, "checkpoint", None) and not exists(join(config.router.checkpoint, "router.json")):
+        raise ConfigError(f"router.checkpoint: {config.router.checkpoint} holds no trained router (router.json); train one with `routebatch train-router`")
+    record = read_run_record(output)
+    if resume:
+        if record is None:
+            raise ConfigError(f"--resume: {output} holds no run to resume; start it without --resume")
+        if record["config_hash"] != config.config_hash():
+            raise ConfigError(
+                f"--resume: the config differs from the one {output} was started with (hash {record['config_hash']}); "
+                "resume with the same config, or start a new run in a new output path"
+            )
+    elif not overwrite:
+        if exists(join(output, SUMMARY_FILE)):
+            raise ConfigError(
+                f"output.path: {output} already holds a finished run; choose a new output path, or set output.overwrite: true (or --overwrite) to replace it"
+            )
+        if record is not None:
+            raise ConfigError(
+                f"output.path: {output} holds an unfinished run ({record['run_id']}); continue it with --resume {output}, or pass --overwrite to start again"
+            )
     return files
-
-
-def _clear_output(output: str) -> None:
-    fs, path = filesystem_and_path(output)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        fs.delete_dir_contents(path, missing_dir_ok=True)
 
 
 def _start_ray(config: JobConfig) -> bool:
@@ -152,6 +172,12 @@ def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id:
     return ds
 
 
+def expert_stage_class(name: str) -> type:
+    """A subclass per expert, so that progress bars, logs and Ray's actor list say
+    `Expert[name]` instead of one anonymous AnswerWithExpert per pool."""
+    return type(f"Expert[{name}]", (AnswerWithExpert,), {})
+
+
 def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
     """The Ray Data plan. Nothing executes until the dataset is written."""
     from ray.data import ActorPoolStrategy
@@ -170,7 +196,7 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
     for expert in config.experts:
         remote_args = {"resources": dict(expert.resources.custom)} if expert.resources.custom else {}
         ds = ds.map_batches(
-            AnswerWithExpert,
+            expert_stage_class(expert.name),
             fn_constructor_args=(expert,),
             compute=ActorPoolStrategy(min_size=expert.pool.min_actors, max_size=expert.pool.max_actors),
             batch_format="pyarrow",
@@ -205,53 +231,109 @@ def run_job(
     *,
     output: Optional[str] = None,
     overwrite: Optional[bool] = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> Summary:
     """Run the whole job and write `<output>/_summary.json`.
 
     Raises ConfigError for anything wrong before compute starts (nothing is written
-    then), and PlanDoesNotFit when the cluster cannot host the plan.
+    then), and PlanDoesNotFit when the cluster cannot host the plan. With `resume`,
+    shards an earlier attempt finished are kept and only the rest is computed.
     """
-    import ray
-
     output = output or config.output.path
-    overwrite = config.output.overwrite if overwrite is None else overwrite
+    overwrite = False if resume else (config.output.overwrite if overwrite is None else overwrite)
     started_wall = time.time()
-    run_id = new_run_id()
-    files = preflight(config, output, overwrite)
+    files = preflight(config, output, overwrite, resume)
+    readable, footer_rows, footer_unreadable = inspect_input(config, files)
+    shards = plan_shards(files.filesystem, readable, int(config.execution.shard_mb * 1024 * 1024))
 
-    readable, expected_rows, unreadable = inspect_input(config, files)
+    record = read_run_record(output) if resume else None
+    if record is None:
+        if overwrite:
+            clear_dir(output)
+        record = {
+            "run_id": new_run_id(),
+            "config_hash": config.config_hash(),
+            "config": config.model_dump(mode="json"),
+            "started_at": started_wall,
+            "attempts": 0,
+        }
+    record["attempts"] += 1
+    run_id = record["run_id"]
+    write_run_record(output, record)
 
+    rows_in = rows_earlier = 0
+    unreadable = {files.uri(p): r for p, r in footer_unreadable.items()}
     with ray_for(config, plan_resources(config)):
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = progress
+        for shard in shards:
+            remaining = config.input.limit - rows_in if config.input.limit else None
+            if remaining is not None and remaining <= 0:
+                break
+            done = read_marker(output, shard)
+            if done is None:
+                done = _run_shard(config, files, shard, output, run_id, footer_rows, remaining, progress, len(shards))
+            else:
+                rows_earlier += done["rows_out"]
+                if progress:
+                    print(f"{shard.id}: finished by an earlier attempt ({done['rows_out']} rows), skipped", file=sys.stderr)
+            rows_in += done["rows_in"]
+            unreadable.update(done["unreadable_files"])
 
-        if overwrite:
-            _clear_output(output)
-        ledger = RunLedger.remote()
-        ds = build_dataset(config, files, readable, run_id, ledger)
-        out_fs, out_path = filesystem_and_path(output)
-        log.info("run %s: %d input file(s) -> %s", run_id, len(files.paths), output)
-        ds.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
-        snap = ray.get(ledger.snapshot.remote())
-
-    if config.input.format != "parquet":
-        expected_rows = snap["rows_per_file"]
-        unreadable.update(snap["unreadable_files"])
-    rows_in = sum(expected_rows.values())
-    if config.input.limit:
-        rows_in = min(rows_in, config.input.limit)
     summary = build_summary(
         config=config,
         run_id=run_id,
         output=output,
         rows_in=rows_in,
-        unreadable={files.uri(p): r for p, r in unreadable.items()},
+        rows_from_earlier_attempts=rows_earlier,
+        unreadable=unreadable,
         started=started_wall,
         finished=time.time(),
     )
     write_summary(summary, output)
     return summary
+
+
+def _run_shard(
+    config: JobConfig,
+    files: InputFiles,
+    shard: Shard,
+    output: str,
+    run_id: str,
+    footer_rows: dict[str, int],
+    limit: Optional[int],
+    progress: bool,
+    n_shards: int,
+) -> dict:
+    """One shard, one streaming execution, then its marker (the commit point)."""
+    import ray
+
+    target = shard_dir(output, shard)
+    clear_dir(target)  # whatever an interrupted attempt left here is not trusted
+    ledger = RunLedger.remote()
+    shard_config = config if limit is None else config.model_copy(update={"input": config.input.model_copy(update={"limit": limit})})
+    ds = build_dataset(shard_config, files, list(shard.paths), run_id, ledger)
+    out_fs, out_path = filesystem_and_path(target)
+    if progress:
+        print(f"{shard.id} ({shard.index + 1}/{n_shards}): {len(shard.paths)} file(s) -> {target}", file=sys.stderr)
+    ds.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
+    snap = ray.get(ledger.snapshot.remote())
+    ray.kill(ledger)
+    if config.input.format == "parquet":
+        rows_in = sum(footer_rows[p] for p in shard.paths)
+    else:
+        rows_in = sum(snap["rows_per_file"].values())
+    if limit is not None:
+        rows_in = min(rows_in, limit)
+    record = {
+        "rows_in": rows_in,
+        "rows_out": count_rows(target),
+        "unreadable_files": {files.uri(p): r for p, r in snap["unreadable_files"].items()},
+        "finished_at": time.time(),
+    }
+    write_marker(output, shard, record)
+    return record

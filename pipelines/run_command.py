@@ -11,8 +11,9 @@ from pipelines import exit_codes
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the batch job described by a YAML config")
-    p.add_argument("config", help="path to the job's YAML config")
+    p.add_argument("config", nargs="?", help="path to the job's YAML config (optional with --resume)")
     p.add_argument("--output", help="output directory or s3:// prefix (overrides output.path)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR, skipping its finished shards")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run at the output path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs of scheduled jobs)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -28,9 +29,27 @@ def _run(args: argparse.Namespace) -> int:
     from routing.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = load_config(args.config)
+    if args.resume:
+        from pipelines.shards import read_run_record
+        from routing.config import parse_config
+
+        record = read_run_record(args.resume)
+        if args.config:
+            config = load_config(args.config)
+        elif record is not None:
+            config = parse_config(record["config"])  # paths in it are already resolved
+        else:
+            print(f"routebatch: --resume: {args.resume} holds no run to resume", file=sys.stderr)
+            return exit_codes.CONFIG
+        output = args.resume
+    elif not args.config:
+        print("routebatch run: give a CONFIG, or --resume RUN_DIR", file=sys.stderr)
+        return exit_codes.USAGE
+    else:
+        config = load_config(args.config)
+        output = args.output
     try:
-        summary = run_job(config, output=args.output, overwrite=args.overwrite, progress=not args.no_progress)
+        summary = run_job(config, output=output, overwrite=args.overwrite, resume=bool(args.resume), progress=not args.no_progress)
     except PlanDoesNotFit as exc:
         print(f"routebatch: the plan does not fit the Ray cluster, nothing was run:\n{exc}", file=sys.stderr)
         return exit_codes.CONFIG

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from pipelines import exit_codes
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "profiles": str(args.profiles),
             "seeds": args.seeds,
             "deltas": list(DELTAS),
-            **settings.__dict__,
+            **asdict(settings),
         },
         "prices_per_1k": {m: list(p) for m, p in PRICES_PER_1K.items()},
         "cost_check_relative_difference": cost_check(datasets),

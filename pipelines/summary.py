@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from operators.schema import error_kind
 from pipelines import exit_codes
@@ -43,6 +44,7 @@ class Summary:
     rows_in: int
     rows_out: int
     rows_match: bool
+    rows_from_earlier_attempts: int
     rows_answered: int
     rows_with_errors: int
     errors_by_kind: dict[str, int]
@@ -60,6 +62,14 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def count_rows(output: str) -> int:
+    """Rows in the Parquet files under `output`, from their footers."""
+    fs, path = filesystem_and_path(output)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return 0
+    return pads.dataset(path, filesystem=fs, format="parquet").count_rows()
 
 
 def output_totals(output: str) -> tuple[int, dict[str, ExpertTotals], dict[str, int], int]:
@@ -104,12 +114,14 @@ def build_summary(
     run_id: str,
     output: str,
     rows_in: int,
+    rows_from_earlier_attempts: int = 0,
     unreadable: dict[str, str],
     started: float,
     finished: float,
 ) -> Summary:
     rows_out, experts, errors, answered = output_totals(output)
     wall = max(finished - started, 1e-9)
+    rows_now = rows_out - rows_from_earlier_attempts
     rows_with_errors = sum(errors.values())
     status, code = "completed", exit_codes.OK
     if rows_out != rows_in:
@@ -122,6 +134,7 @@ def build_summary(
         rows_in=rows_in,
         rows_out=rows_out,
         rows_match=rows_in == rows_out,
+        rows_from_earlier_attempts=rows_from_earlier_attempts,
         rows_answered=answered,
         rows_with_errors=rows_with_errors,
         errors_by_kind=dict(sorted(errors.items())),
@@ -129,7 +142,7 @@ def build_summary(
         experts=dict(sorted(experts.items())),
         total_cost_usd=sum(t.cost_usd for t in experts.values()),
         wall_seconds=wall,
-        rows_per_second=rows_out / wall,
+        rows_per_second=rows_now / wall,
         started_at=_iso(started),
         finished_at=_iso(finished),
         config_hash=config.config_hash(),
@@ -155,7 +168,8 @@ def format_summary(summary: Summary) -> str:
     lines = [
         f"run {summary.run_id}: {summary.status}",
         f"  rows in {summary.rows_in}, rows out {summary.rows_out} ({'match' if summary.rows_match else 'MISMATCH'}), "
-        f"answered {summary.rows_answered}, with errors {summary.rows_with_errors}",
+        f"answered {summary.rows_answered}, with errors {summary.rows_with_errors}"
+        + (f", {summary.rows_from_earlier_attempts} from an earlier attempt" if summary.rows_from_earlier_attempts else ""),
         f"  wall {summary.wall_seconds:.1f} s, {summary.rows_per_second:.1f} rows/s, total cost ${summary.total_cost_usd:.6f}",
     ]
     if summary.experts:

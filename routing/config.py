@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -22,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from routing.prompting import DEFAULT_PROMPT_TEMPLATE, check_template
 
 
 class _Strict(BaseModel):
@@ -130,7 +133,124 @@ class ReplayExpert(_ExpertBase):
     resources: Resources = Resources(num_cpus=0.25)
 
 
-ExpertSpec = Annotated[Union[HFExtractiveQAExpert, ReplayExpert], Field(discriminator="kind")]
+_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _looks_like_a_key(value: str) -> bool:
+    """Whether an `api_key_env` value is more likely a pasted key than a variable name.
+
+    Keys start with a vendor prefix (`sk-`), hold characters no variable name has, run
+    long, or mix cases and digits at random; variable names are short, upper-case words.
+    """
+    if value.lower().startswith(("sk-", "sk_", "bearer")) or not _ENV_VAR_NAME.match(value) or len(value) > 64:
+        return True
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return len(value) >= 24 and mixed and "_" not in value
+
+
+class HFCausalLMExpert(_ExpertBase):
+    """A local generative model (`AutoModelForCausalLM`) answering from a prompt.
+
+    Priced like any GPU expert (`usd_per_gpu_hour` over measured seconds), and/or per
+    token: input tokens are the prompt's tokens, output tokens the generated ones.
+    """
+
+    kind: Literal["hf-causal-lm"]
+    model: str = Field(min_length=1, description="Hub id or local directory.")
+    revision: Optional[str] = None
+    prompt_template: str = Field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        description="Text with {question} and {context}; literal braces as {{ }}.",
+    )
+    chat_template: bool = Field(
+        default=False,
+        description=(
+            "Send the rendered prompt as one user message through the tokenizer's chat "
+            "template (instruct models answer far better so); the tokenizer must have one."
+        ),
+    )
+    max_new_tokens: int = Field(default=32, ge=1, le=4096)
+    batch_size: int = Field(default=8, ge=1, description="Prompts per generate() call.")
+    trust_remote_code: bool = False
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_ok(cls, value: str) -> str:
+        return check_template(value)
+
+
+class OpenAICompatibleExpert(_ExpertBase):
+    """A model behind an OpenAI-compatible HTTP API (OpenAI, vLLM, TGI, llama.cpp, ...).
+
+    The config holds only the NAME of the environment variable with the API key: a
+    config file is copied into summaries, logs and version control, a key must not be.
+    Rows are priced by the token counts the server reports in `usage`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    kind: Literal["openai-compatible"]
+    base_url: str = Field(min_length=1, description="e.g. https://api.openai.com/v1 or http://vllm:8000/v1")
+    model: str = Field(min_length=1, description="The model name the server expects.")
+    api_key_env: Optional[str] = Field(
+        default=None,
+        description="Name of the environment variable holding the API key; unset = send no key.",
+    )
+    prompt_template: str = Field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        description="Text with {question} and {context}; literal braces as {{ }}.",
+    )
+    api: Literal["chat", "completions"] = "chat"
+    max_tokens: int = Field(default=32, ge=1, le=32768)
+    max_concurrent_requests: int = Field(default=8, ge=1, le=1024, description="In-flight requests per actor.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for the server to connect or send data.")
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries after 429, 5xx or a failed connection.")
+    retry_backoff_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles per retry (with jitter) unless Retry-After says otherwise."
+    )
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    resources: Resources = Resources(num_cpus=0.25)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_ok(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an http:// or https:// URL such as https://api.openai.com/v1")
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+            raise ValueError(
+                "base_url must not carry credentials, a query or a fragment; put the key in the "
+                "environment variable named by api_key_env"
+            )
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: Optional[str]) -> Optional[str]:
+        # The message never repeats the value: if it is a pasted key, echoing it would
+        # put the secret in every log that shows the error.
+        if value is None:
+            return value
+        if _looks_like_a_key(value):
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (such as OPENAI_API_KEY), "
+                "not the key itself; this value looks like a key or is not a variable name. "
+                "Export the key in that variable and put only its name here"
+            )
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_ok(cls, value: str) -> str:
+        return check_template(value)
+
+
+ExpertSpec = Annotated[
+    Union[HFExtractiveQAExpert, ReplayExpert, HFCausalLMExpert, OpenAICompatibleExpert],
+    Field(discriminator="kind"),
+]
 
 
 class Rule(_Strict):
@@ -195,10 +315,20 @@ class RaySpec(_Strict):
     num_cpus: Optional[float] = Field(default=None, gt=0, description="CPUs for the embedded local Ray.")
     num_gpus: Optional[float] = Field(default=None, ge=0, description="GPUs for the embedded local Ray.")
     object_store_memory_mb: Optional[int] = Field(default=None, ge=75)
+    cluster_config: Optional[str] = Field(
+        default=None,
+        description=(
+            "The cluster launcher YAML of an autoscaling cluster. Its node types count as "
+            "resources the plan may use; by default ~/ray_bootstrap_config.yaml is read when present."
+        ),
+    )
 
 
 class ExecutionSpec(_Strict):
     batch_size: int = Field(default=64, ge=1, description="Rows per Ray Data batch between stages.")
+    shard_mb: float = Field(
+        default=512, gt=0, description="Input files are processed in shards of about this size; a resumed run skips finished shards."
+    )
     batch_timeout_s: Optional[float] = Field(
         default=None, gt=0, description="Per-batch timeout for an expert; rows of a batch that overruns get an error."
     )
@@ -322,9 +452,14 @@ def _resolve_paths(data: dict, base_dir: Path) -> dict:
             continue
         if isinstance(expert.get("predictions"), str):
             expert["predictions"] = _resolve(expert["predictions"], base_dir)
-        if isinstance(expert.get("model"), str) and _looks_like_path(expert["model"]):
+        # An openai-compatible `model` is a name on the server (vLLM even serves paths
+        # as names), never a file here.
+        if expert.get("kind") != "openai-compatible" and isinstance(expert.get("model"), str) and _looks_like_path(expert["model"]):
             expert["model"] = _resolve(expert["model"], base_dir)
     router = data.get("router")
     if isinstance(router, dict) and isinstance(router.get("checkpoint"), str):
         router["checkpoint"] = _resolve(router["checkpoint"], base_dir)
+    ray_spec = data.get("ray")
+    if isinstance(ray_spec, dict) and isinstance(ray_spec.get("cluster_config"), str):
+        ray_spec["cluster_config"] = _resolve(ray_spec["cluster_config"], base_dir)
     return data

@@ -7,7 +7,7 @@ exact (never anti-conservative) for any sample size, unlike the normal approxima
 
 from __future__ import annotations
 
-from scipy.stats import beta
+from scipy.special import betaincinv
 
 
 def clopper_pearson_lower(successes: float, trials: int, confidence: float = 0.95) -> float:
@@ -15,7 +15,7 @@ def clopper_pearson_lower(successes: float, trials: int, confidence: float = 0.9
     _check(successes, trials, confidence)
     if successes <= 0:
         return 0.0
-    return float(beta.ppf(1.0 - confidence, successes, trials - successes + 1))
+    return float(betaincinv(successes, trials - successes + 1, 1.0 - confidence))
 
 
 def clopper_pearson_upper(successes: float, trials: int, confidence: float = 0.95) -> float:
@@ -23,7 +23,7 @@ def clopper_pearson_upper(successes: float, trials: int, confidence: float = 0.9
     _check(successes, trials, confidence)
     if successes >= trials:
         return 1.0
-    return float(beta.ppf(confidence, successes + 1, trials - successes))
+    return float(betaincinv(successes + 1, trials - successes, confidence))
 
 
 def _check(successes: float, trials: int, confidence: float) -> None:

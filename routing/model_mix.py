@@ -17,6 +17,11 @@ vertices (fast enough to run thousands of what-if plans while profiling), while
 `solve_mix` hands the same program to `scipy.optimize.linprog` for the plan that is
 actually executed. The tests check that both agree.
 
+The program only sees bounds and prices, so it may hand a share of items to a cheap
+model that is usually wrong: inside the error budget, a wrong answer bought cheaply is
+as good as any. On the SMART profiles this happens at loose targets (babbage-002, which
+never agrees with GPT-4, gets a few percent of the items).
+
 The target t for the remaining items is not the user's target: items already answered
 during profiling were answered by the reference, so they are all correct, and the
 remaining items may be a little worse (`remaining_target`).

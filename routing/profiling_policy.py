@@ -12,8 +12,9 @@ numbers, so the same observations always give the same decisions.
 Two kinds of decision are made:
 
 * Per model (`active_models`): a model leaves the profiling set once its bounds settle
-  its role. Either its lower bound already reaches the remaining target (it can take
-  every remaining item alone; more evidence would not change that), or it is
+  its role. Either its lower bound already reaches the planning target (the target for
+  the remaining items, see `planning_target`; the model can take every remaining item
+  alone and more evidence would not change that), or it is
   *dominated*: even at its optimistic upper bound, some mix of the other models at
   their pessimistic lower bounds is at least as accurate for no more money, so no plan
   would ever need it. Note what domination does *not* say: a cheap model that is often
@@ -23,20 +24,37 @@ Two kinds of decision are made:
   back and forth as noise moves its bounds.
 
 * Overall (`should_stop`): compare the cost of finishing the job with today's bounds
-  against profiling `batch` more items first and then following the plan that the
+  against profiling one more batch first and then following the plan that the
   expected, tighter bounds would allow. "Expected" means the observed agreement rate
   holds for the new items, so each active model's bound is recomputed at the same rate
   on more trials. Profiling stops when the expected saving on the remaining items is
   no larger than what the extra batch costs. With `lookahead > 1`, horizons of 1, 2, 4,
   ... up to `lookahead` batches are tried and profiling continues if any pays, which
   guards against stopping where one batch is too little to move a plan but a few are
-  not (the default, 1, is the plain one-batch rule).
+  not (the default, 1, is the plain one-batch rule; on the SMART profiles a lookahead
+  of 8 changed almost nothing). A consequence worth knowing: at tight targets the plan
+  sends much of the work to the reference anyway, so a profiled item really costs only
+  the cheap models' price on top of an answer that was needed regardless, and the
+  rule rightly keeps profiling for a long time.
+
+Batches may grow with the sample (`next_batch_size`): at least `batch` items, and at
+least `growth` times the items profiled so far. The value of one more item shrinks as
+the sample grows, so looking every 20 items after 20,000 buys nothing but bookkeeping
+and more looks at the data; growing batches keep the number of decisions logarithmic in
+the sample while overshooting the ideal stopping point by at most a `growth` fraction.
+The default, growth 0, keeps batches fixed: the trade-off must be judged for the batch
+the caller will really run, and a caller with fixed batches (`pipelines.profiling`)
+would otherwise be told about batches it never profiles. Callers that size their
+batches with `next_batch_size`, like the SMART simulation, can turn growth on.
 
 Statistical caveat: bounds are recomputed after every batch and profiling stops when
 they look good enough, so the final bounds are read at a data-dependent time. Fixed-n
-Clopper-Pearson bounds do not account for that; the Bonferroni split over models (see
-`routing.model_mix`) leaves some slack, and the SMART simulation (`routing.smart_sim`)
-measures the guarantee empirically rather than taking it on faith.
+Clopper-Pearson bounds do not account for that (a lucky early streak can carry a bound
+over the target). The Bonferroni split over models (see `routing.model_mix`) leaves
+some slack, and the SMART simulation (`routing.smart_sim`) measures the guarantee
+rather than taking it on faith; the worst case is a model whose true conformity sits
+exactly on the target. An anytime-valid bound (a confidence sequence) would close the
+gap at the price of wider bounds.
 """
 
 from __future__ import annotations
@@ -99,6 +117,7 @@ class AdaptiveProfiler:
         correction: Correction = "bonferroni",
         guarantee: Guarantee = "realised",
         lookahead: int = 1,
+        growth: float = 0.0,
         min_items: Optional[int] = None,
     ) -> None:
         if reference not in costs:
@@ -115,6 +134,8 @@ class AdaptiveProfiler:
             raise ValueError(f"unknown guarantee {guarantee!r}; use 'realised' or 'expected'")
         if batch <= 0 or lookahead <= 0:
             raise ValueError("batch and lookahead must be positive")
+        if growth < 0:
+            raise ValueError(f"growth must be non-negative, got {growth}")
         self.costs = dict(costs)
         self.reference = reference
         self.target = float(target)
@@ -122,6 +143,7 @@ class AdaptiveProfiler:
         self.total_items = int(total_items)
         self.batch = int(batch)
         self.lookahead = int(lookahead)
+        self.growth = float(growth)
         # Before any evidence there is no rate to project, so a first batch is always
         # profiled; that is the smallest sample the trade-off can be judged from.
         self.min_items = self.batch if min_items is None else int(min_items)
@@ -135,6 +157,9 @@ class AdaptiveProfiler:
         self._agree: dict[str, float] = {m: 0.0 for m in self.candidates}
         self._seen: dict[str, int] = {m: 0 for m in self.candidates}
         self._state: dict[str, ModelState] = {m: ModelState.ACTIVE for m in self.candidates}
+        # Decisions depend only on the counts; re-deciding without new counts is wasted work.
+        self._updates = 0
+        self._refreshed_at = -1
 
     # ---------------------------------------------------------------- observations
 
@@ -150,6 +175,7 @@ class AdaptiveProfiler:
             raise ValueError(f"{model} would have seen more than the {self.total_items} items of the job")
         self._agree[model] += n_agree
         self._seen[model] += int(n_seen)
+        self._updates += 1
 
     def observe(self, model: str, agree_flags: Iterable[bool]) -> None:
         """Add per-item agreement flags of `model` (True: same answer as the reference)."""
@@ -165,6 +191,13 @@ class AdaptiveProfiler:
     @property
     def remaining_items(self) -> int:
         return self.total_items - self.items_profiled
+
+    @property
+    def next_batch_size(self) -> int:
+        """Items to profile next: `batch`, or `growth` times the sample if that is more,
+        never more than what is left."""
+        size = max(self.batch, int(self.growth * self.items_profiled))
+        return min(size, self.remaining_items)
 
     def remaining_target(self) -> float:
         """Conformity the unprofiled items need (profiled ones count as correct)."""
@@ -209,6 +242,9 @@ class AdaptiveProfiler:
 
     def _refresh(self) -> None:
         """Settle the role of every active model that the current bounds decide."""
+        if self._refreshed_at == self._updates:
+            return
+        self._refreshed_at = self._updates
         target = self.planning_target()
         lower, upper = self.lower_bounds(), self.upper_bounds()
         for model in self.candidates:
@@ -236,7 +272,8 @@ class AdaptiveProfiler:
         return self.costs[self.reference] + sum(self.costs[m] for m in chosen)
 
     def profiling_tradeoff(self, batches: int = 1) -> tuple[float, float]:
-        """(expected saving, cost) of profiling `batches` more batches before planning.
+        """(expected saving, cost) of profiling `batches` more batches of the next batch
+        size before planning.
 
         The saving is what finishing the job with today's plan costs minus what the
         unprofiled rest would cost under the plan that the projected bounds allow. Items
@@ -245,7 +282,7 @@ class AdaptiveProfiler:
         """
         active = self.active_models()
         remaining = self.remaining_items
-        horizon = min(batches * self.batch, remaining)
+        horizon = min(batches * self.next_batch_size, remaining)
         now = self._plan_total(self.lower_bounds(), self.items_profiled)
         projected_lower = self.lower_bounds()
         for m in active:
@@ -268,7 +305,7 @@ class AdaptiveProfiler:
             saving, cost = self.profiling_tradeoff(batches)
             if saving > cost:
                 return False
-            if batches * self.batch >= self.remaining_items:
+            if batches * self.next_batch_size >= self.remaining_items:
                 break
             batches *= 2
         return True

@@ -55,3 +55,12 @@ def local_ray():
     ray.init(num_cpus=2, num_gpus=0, object_store_memory=300 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer Llama-style LM with its own BPE tokenizer, briefly trained so that it
+    ends answers with EOS (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal_lm"))

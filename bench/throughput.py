@@ -1,0 +1,628 @@
+"""Throughput and memory of routebatch against the plain alternatives (issue 5).
+
+    python bench/throughput.py --quick       # < 5 min on 2 cores: one repeat, small corpus, no memory run
+    python bench/throughput.py               # full: 3 repeats, larger corpus, then the 1M-row memory run
+    python bench/throughput.py --memory-only # only the memory run (100k and 1M rows)
+    python bench/throughput.py --no-memory   # full throughput runs without the memory run
+
+Why it is built this way:
+
+* Every measurement runs in a fresh child process (`--child MODE`), timed from the
+  child's first line to its last, so imports, model loading and (for the Ray runs)
+  Ray's start-up and shut-down are inside the figure, as they are for a user. Ray's
+  fixed costs are also measured on their own (an empty `ray.init`/`shutdown`, and the
+  whole job on one batch of rows), so they can be told apart from per-row costs.
+* All runs answer the same questions (the 950 questions of ../shared/data/squad_replay,
+  copied K times under new ids) with the same routing decisions: a rule router on
+  context length whose thresholds are computed once here, and which the direct loop
+  and routebatch both apply through `routing.rules` (the direct loop's decisions are
+  checked against the `expert` column routebatch wrote).
+* The experts are real BERT-style QA models built here (random weights, the real
+  MiniLM tokenizer) with 2, 4 and 8 layers, so they really differ in cost. The direct
+  loop calls the project's `HFExtractiveQARunner`, so tokenisation and span decoding
+  are identical code in every run; answers are compared between the direct loop and
+  routebatch, which must agree.
+* The same thread settings everywhere: OMP/MKL/RAYON thread counts in the environment
+  of every child (Ray workers inherit it from the driver that starts Ray) and
+  `torch.set_num_threads` in every process that runs a model. With 1 thread per model
+  process the direct loop uses one core, so it is also run with 2 threads (the best a
+  single plain process can do on this machine), and routebatch is compared with the
+  faster of the two.
+* Figures are noisy on a shared machine: each run is repeated and the median is
+  reported, together with every raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+_T0 = time.perf_counter()  # child runs are timed from here: before torch, Ray or pyarrow load
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+QUESTIONS = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "squad_replay" / "questions.json"
+
+# name -> (layers, hidden, heads); intermediate = 4 x hidden, as in BERT.
+MODELS = {"small": (2, 64, 2), "medium": (4, 128, 4), "large": (8, 128, 4)}
+EXPERT_SETS = {2: ["small", "large"], 3: ["small", "medium", "large"]}
+MAX_SEQ_LEN, DOC_STRIDE, WINDOW_BATCH = 256, 64, 16
+ROW_BATCH = 64  # rows per call in every mode: the direct loop's batches and execution.batch_size
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """One thread setting for every process: the child, and (inherited) Ray's workers."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        RAYON_NUM_THREADS=str(threads),  # the Rust tokenizer's pool
+        TOKENIZERS_PARALLELISM="true" if threads > 1 else "false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        RAY_DEDUP_LOGS="0",
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    return env
+
+
+def build_models(workdir: Path) -> dict[str, str]:
+    """Save the three expert models (random weights, MiniLM tokenizer) once."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_models import minilm_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    paths = {}
+    for name, (layers, hidden, heads) in MODELS.items():
+        path = workdir / "models" / name
+        paths[name] = str(path)
+        if (path / "config.json").exists():
+            continue
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            max_position_embeddings=512,
+        )
+        torch.manual_seed(1234)
+        model = BertForQuestionAnswering(config)
+        with torch.no_grad():  # widen the QA head so spans get clearly different scores
+            model.qa_outputs.weight.normal_(0.0, 1.0)
+        model.eval()
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return paths
+
+
+def write_corpus(workdir: Path, copies: int, shards: int = 4) -> tuple[str, int]:
+    """The SQuAD-replay questions, `copies` times under fresh ids, in Parquet shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from routing.squad import load_squad
+
+    questions = load_squad(QUESTIONS)
+    rows = [(f"{q.id}-{k}", q.question, q.context) for k in range(copies) for q in questions]
+    out = workdir / f"corpus-{copies}"
+    if not out.exists():
+        out.mkdir(parents=True)
+        per = -(-len(rows) // shards)
+        for s in range(shards):
+            part = rows[s * per:(s + 1) * per]
+            pq.write_table(
+                pa.table({"id": [r[0] for r in part], "question": [r[1] for r in part], "context": [r[2] for r in part]}),
+                out / f"part-{s:03d}.parquet",
+            )
+    return str(out), len(rows)
+
+
+def rule_router(corpus: str, experts: list[str]) -> dict[str, Any]:
+    """Longer contexts go to deeper experts; thresholds at equal-count quantiles of
+    context length, computed once from the corpus, so every run routes identically."""
+    import numpy as np
+    import pyarrow.dataset as pads
+
+    lengths = np.array([len(c) for c in pads.dataset(corpus).to_table(columns=["context"]).column("context").to_pylist()])
+    k = len(experts)
+    cuts = [int(np.quantile(lengths, i / k)) for i in range(1, k)]
+    # First matching rule wins: check the deepest expert's threshold first.
+    rules = [{"expert": experts[i + 1], "min_context_chars": cuts[i]} for i in reversed(range(k - 1))]
+    return {"kind": "rule", "rules": rules, "default": experts[0]}
+
+
+def expert_spec(name: str, model: str, *, num_cpus: float, min_actors: int = 1, max_actors: int = 1) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "hf-extractive-qa",
+        "model": model,
+        "max_seq_len": MAX_SEQ_LEN,
+        "doc_stride": DOC_STRIDE,
+        "batch_size": WINDOW_BATCH,
+        "resources": {"num_cpus": num_cpus},
+        "pool": {"min_actors": min_actors, "max_actors": max_actors},
+        "cost": {"usd_per_gpu_hour": 1.0},
+    }
+
+
+def job_config(corpus: str, out: str, experts: list[dict], router: dict, batch: int = ROW_BATCH, object_store_mb: int = 1024) -> dict[str, Any]:
+    return {
+        "input": {"path": corpus, "format": "parquet"},
+        "output": {"path": out, "overwrite": True},
+        "experts": experts,
+        "router": router,
+        "ray": {"num_cpus": 2, "num_gpus": 0, "object_store_memory_mb": object_store_mb},
+        "execution": {"batch_size": batch},
+    }
+
+
+# --------------------------------------------------------------------------- children
+
+
+def _result(**values: Any) -> None:
+    print("RESULT " + json.dumps(values), flush=True)
+
+
+def child_direct(plan: dict) -> None:
+    """One Python process, no Ray: route, then each expert over its rows in batches."""
+    import torch
+
+    torch.set_num_threads(plan["threads"])
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from operators.hf_qa import HFExtractiveQARunner
+    from routing.config import HFExtractiveQAExpert, RuleRouter
+    from routing.rules import build_router
+
+    table = pads.dataset(plan["corpus"]).to_table()
+    ids = table.column("id").to_pylist()
+    questions = table.column("question").to_pylist()
+    contexts = table.column("context").to_pylist()
+    t_route = time.perf_counter()
+    routes = build_router(RuleRouter.model_validate(plan["router"])).route(questions, contexts)
+    route_s = time.perf_counter() - t_route
+    answers: list[Optional[str]] = [None] * len(ids)
+    load_s = 0.0
+    for spec in plan["experts"]:
+        t_load = time.perf_counter()
+        runner = HFExtractiveQARunner(HFExtractiveQAExpert.model_validate(spec), device="cpu")
+        load_s += time.perf_counter() - t_load
+        mine = [i for i, r in enumerate(routes) if r == spec["name"]]
+        for lo in range(0, len(mine), plan["batch"]):
+            part = mine[lo:lo + plan["batch"]]
+            out = runner.answer([ids[i] for i in part], [questions[i] for i in part], [contexts[i] for i in part])
+            for i, a in zip(part, out.answers):
+                answers[i] = a
+    pq.write_table(pa.table({"id": ids, "expert": routes, "answer": answers}), plan["out"])
+    _result(wall_s=time.perf_counter() - _T0, load_s=load_s, route_s=route_s, rows=len(ids), torch_threads=torch.get_num_threads())
+
+
+class _PlainQA:
+    """What a user writes without routing: one model, `map_batches`, answers out."""
+
+    def __init__(self, spec: dict, threads: int) -> None:
+        import torch
+
+        from operators.hf_qa import HFExtractiveQARunner
+        from routing.config import HFExtractiveQAExpert
+
+        torch.set_num_threads(threads)
+        self.runner = HFExtractiveQARunner(HFExtractiveQAExpert.model_validate(spec), device="cpu")
+
+    def __call__(self, batch):  # pa.Table -> pa.Table
+        import pyarrow as pa
+
+        ids = batch.column("id").to_pylist()
+        out = self.runner.answer(ids, batch.column("question").to_pylist(), batch.column("context").to_pylist())
+        return pa.table({"id": ids, "answer": pa.array(out.answers, pa.string()), "score": pa.array(out.scores, pa.float64())})
+
+
+def child_raydata(plan: dict) -> None:
+    """A plain single-model Ray Data job on a local Ray of the same size."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    t_init = time.perf_counter()
+    ray.init(num_cpus=2, num_gpus=0, object_store_memory=1024 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    init_s = time.perf_counter() - t_init
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    spec = plan["experts"][0]
+    t_job = time.perf_counter()
+    (
+        ray.data.read_parquet(plan["corpus"], num_cpus=0.25)
+        .map_batches(
+            _PlainQA,
+            fn_constructor_args=(spec, plan["threads"]),
+            compute=ActorPoolStrategy(size=spec["pool"]["max_actors"]),
+            batch_size=plan["batch"],
+            batch_format="pyarrow",
+            num_cpus=spec["resources"]["num_cpus"],
+        )
+        .write_parquet(plan["out"], num_cpus=0.25)
+    )
+    job_s = time.perf_counter() - t_job
+    t_down = time.perf_counter()
+    ray.shutdown()
+    _result(wall_s=time.perf_counter() - _T0, init_s=init_s, job_s=job_s, shutdown_s=time.perf_counter() - t_down, rows=plan["rows"])
+
+
+def child_routebatch(plan: dict) -> None:
+    """The whole routebatch job (`run_job`), which starts and stops its own Ray."""
+    from pipelines.batch_job import run_job
+    from routing.config import parse_config
+
+    cfg = parse_config(job_config(plan["corpus"], plan["out"], plan["experts"], plan["router"], plan["batch"]))
+    t_job = time.perf_counter()
+    summary = run_job(cfg, output=plan["out"], overwrite=True, progress=False)
+    _result(
+        wall_s=time.perf_counter() - _T0,
+        job_s=time.perf_counter() - t_job,
+        rows=summary.rows_out,
+        exit_code=summary.exit_code,
+        experts={n: t.rows for n, t in summary.experts.items()},
+    )
+
+
+def child_rayinit(plan: dict) -> None:
+    """Ray's own fixed cost: start a local Ray like run_job does, then stop it."""
+    import ray
+
+    t = time.perf_counter()
+    ray.init(num_cpus=2, num_gpus=0, object_store_memory=1024 * 1024 * 1024, include_dashboard=False)
+    init_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ray.shutdown()
+    _result(wall_s=time.perf_counter() - _T0, init_s=init_s, shutdown_s=time.perf_counter() - t)
+
+
+def child_memory(plan: dict) -> None:
+    """Stream a large corpus through the job while sampling the driver's RSS."""
+    import resource
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    peak = [proc.memory_info().rss]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    from pipelines.batch_job import run_job
+    from routing.config import parse_config
+
+    cfg = parse_config(job_config(plan["corpus"], plan["out"], plan["experts"], plan["router"], plan["batch"], object_store_mb=plan["object_store_mb"]))
+    t_job = time.perf_counter()
+    summary = run_job(cfg, output=plan["out"], overwrite=True, progress=False)
+    job_s = time.perf_counter() - t_job
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    _result(
+        wall_s=time.perf_counter() - _T0,
+        job_s=job_s,
+        rows=summary.rows_out,
+        rows_in=summary.rows_in,
+        exit_code=summary.exit_code,
+        peak_rss_mb=peak[0] / 2**20,
+        ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        end_rss_mb=proc.memory_info().rss / 2**20,
+    )
+
+
+CHILDREN = {
+    "direct": child_direct,
+    "raydata": child_raydata,
+    "routebatch": child_routebatch,
+    "rayinit": child_rayinit,
+    "memory": child_memory,
+}
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_child(mode: str, plan: dict, workdir: Path, threads: int, timeout: float = 3600) -> dict:
+    plan_path = workdir / "plans" / f"{mode}-{time.time_ns()}.json"
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps({**plan, "threads": threads}))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--plan", str(plan_path)],
+        env=thread_env(threads),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(workdir),
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"child {mode} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+
+
+def stage_costs(corpus: str, router: dict, names: list[str]) -> dict[str, float]:
+    """ms per question of the non-model stages, in this process, on the real operators
+    (no Ray): where routebatch spends CPU that the direct loop does not."""
+    import pyarrow.dataset as pads
+
+    from operators.read_input import normalize_table
+    from operators.schema import WORK_SCHEMA
+    from operators.stages import AnswerWithExpert, FlagDuplicateIds, RouteRows, drop_context
+    from operators.runner_base import RunnerOutput
+    from routing.config import ColumnMapping, ReplayExpert, parse_config
+
+    class _Instant:
+        """A runner that costs nothing, so only the stage's own Arrow work is timed."""
+
+        def answer(self, ids, questions, contexts):
+            n = len(ids)
+            return RunnerOutput(["a"] * n, [1.0] * n, [10] * n, [1] * n)
+
+    table = pads.dataset(corpus).to_table()
+    table = table.append_column("path", __import__("pyarrow").array(["p"] * table.num_rows))
+    batches = [table.slice(lo, ROW_BATCH) for lo in range(0, table.num_rows, ROW_BATCH)]
+    times: dict[str, float] = {}
+
+    def timed(name, fn, inputs):
+        t = time.perf_counter()
+        outs = [fn(b) for b in inputs]
+        times[name] = (time.perf_counter() - t) * 1000 / table.num_rows
+        return outs
+
+    work = timed("parse+check rows", lambda b: normalize_table(b, ColumnMapping(), "run"), batches)
+    work = timed("flag duplicate ids", FlagDuplicateIds(), work)
+    cfg = parse_config({"input": {"path": corpus}, "output": {"path": "/tmp/x"}, "router": router,
+                        "experts": [{"name": n, "kind": "replay", "predictions": "/dev/null"} for n in names]})
+    work = timed("route (RouteRows)", RouteRows(cfg.router, names), work)
+    for n in names:
+        stage = AnswerWithExpert.__new__(AnswerWithExpert)
+        stage.spec = ReplayExpert(name=n, kind="replay", predictions="/dev/null")
+        stage.runner = _Instant()
+        work = timed(f"expert stage {n} (runner excluded)", stage, work)
+    timed("drop context", drop_context, work)
+    assert all(w.schema == WORK_SCHEMA for w in work)
+    return times
+
+
+def agreement(direct_out: str, rb_out: str) -> dict[str, float]:
+    """Share of questions where routebatch chose the same expert and gave the same
+    answer as the direct loop."""
+    import pyarrow.dataset as pads
+
+    d = pads.dataset(direct_out).to_table(columns=["id", "expert", "answer"]).to_pylist()
+    r = {row["id"]: row for row in pads.dataset(rb_out).to_table(columns=["id", "expert", "answer"]).to_pylist()}
+    same_expert = sum(1 for row in d if r.get(row["id"], {}).get("expert") == row["expert"])
+    same_answer = sum(1 for row in d if r.get(row["id"], {}).get("answer") == row["answer"])
+    return {"rows": len(d), "same_expert": same_expert / len(d), "same_answer": same_answer / len(d)}
+
+
+def median(results: list[dict], key: str = "wall_s") -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    models = build_models(workdir)
+    corpus, n_rows = write_corpus(workdir, args.copies)
+    routers = {k: rule_router(corpus, names) for k, names in EXPERT_SETS.items()}
+    threads = args.threads
+    print(f"corpus: {n_rows} questions ({args.copies} x squad_replay) in {corpus}; threads per model process: {threads}")
+    print(f"routers: {json.dumps(routers)}", flush=True)
+
+    one_batch = workdir / "corpus-one-batch"
+    if not one_batch.exists():
+        import pyarrow.dataset as pads
+        import pyarrow.parquet as pq
+
+        one_batch.mkdir()
+        pq.write_table(pads.dataset(corpus).head(ROW_BATCH), one_batch / "part-000.parquet")
+
+    def experts_for(k: int) -> list[dict]:
+        # Two model processes on two cores whatever the expert count: each expert's pool
+        # is one actor; the CPU shares only tell Ray the pools fit beside the light stages.
+        return [expert_spec(n, models[n], num_cpus=0.5) for n in EXPERT_SETS[k]]
+
+    single = expert_spec("large", models["large"], num_cpus=0.5, min_actors=2, max_actors=2)
+    runs: list[tuple[str, str, dict, int]] = []  # (label, mode, plan, threads)
+    for k in args.experts:
+        base = {"corpus": corpus, "rows": n_rows, "batch": ROW_BATCH, "router": routers[k], "experts": experts_for(k)}
+        runs.append((f"direct T=1, {k} experts", "direct", base, 1))
+        if not args.quick:
+            runs.append((f"direct T=2, {k} experts", "direct", base, 2))
+        runs.append((f"routebatch, {k} experts", "routebatch", base, threads))
+    single_plan = {"corpus": corpus, "rows": n_rows, "batch": ROW_BATCH, "experts": [single],
+                   "router": {"kind": "fixed", "expert": "large"}}
+    runs.append(("raydata single model (large, 2 actors)", "raydata", single_plan, threads))
+    runs.append(("routebatch fixed router (large, 2 actors)", "routebatch", single_plan, threads))
+    runs.append(("ray.init + shutdown", "rayinit", {}, threads))
+    k0 = args.experts[0]
+    runs.append((f"routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)", "routebatch",
+                 {"corpus": str(one_batch), "rows": ROW_BATCH, "batch": ROW_BATCH, "router": routers[k0], "experts": experts_for(k0)}, threads))
+
+    results: dict[str, list[dict]] = {label: [] for label, *_ in runs}
+    outputs: dict[str, str] = {}
+    for rep in range(args.repeats):
+        for label, mode, plan, t in runs:  # interleaved, so slow spells of a shared machine hit every run alike
+            out = str(workdir / "out" / f"{label.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '').replace('=', '')}-{rep}")
+            if mode == "direct":
+                out += ".parquet"
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            res = run_child(mode, {**plan, "out": out}, workdir, t)
+            res["rep"] = rep
+            results[label].append(res)
+            outputs.setdefault(label, out)
+            qps = res.get("rows", 0) / res["wall_s"] if res.get("rows") else float("nan")
+            print(f"  [{rep}] {label}: wall {res['wall_s']:.1f} s, {qps:.1f} q/s  {json.dumps({k: v for k, v in res.items() if k not in ('wall_s', 'rep')})}", flush=True)
+
+    print()
+    print(f"{'run':<48} {'rows':>7} {'wall s (median)':>16} {'q/s':>8}   all walls")
+    qps: dict[str, float] = {}
+    for label, *_ in runs:
+        rs = results[label]
+        wall = median(rs)
+        rows = rs[0].get("rows", 0)
+        qps[label] = rows / wall if rows else float("nan")
+        walls = ", ".join(f"{r['wall_s']:.1f}" for r in rs)
+        print(f"{label:<48} {rows:>7} {wall:>16.1f} {qps[label]:>8.1f}   {walls}")
+    print()
+    ratios: dict[str, float] = {}
+    for k in args.experts:
+        rb = qps[f"routebatch, {k} experts"]
+        d1 = qps[f"direct T=1, {k} experts"]
+        best = max(d1, qps.get(f"direct T=2, {k} experts", 0.0))
+        ratios[f"routebatch/direct(T=1), {k} experts"] = rb / d1
+        ratios[f"routebatch/best direct, {k} experts"] = rb / best
+        ratios[f"routebatch/raydata single (large), {k} experts"] = rb / qps["raydata single model (large, 2 actors)"]
+    ratios["routebatch fixed/raydata single (large)"] = qps["routebatch fixed router (large, 2 actors)"] / qps["raydata single model (large, 2 actors)"]
+    for name, value in ratios.items():
+        print(f"ratio {name:<52} {value:.3f}")
+    overhead_ms = (median(results["routebatch fixed router (large, 2 actors)"]) - median(results["raydata single model (large, 2 actors)"])) * 1000 / n_rows
+    print(f"routing overhead, whole job: (routebatch fixed router - raydata single) / rows = {overhead_ms:.2f} ms/question")
+    init = results["ray.init + shutdown"]
+    print(f"Ray fixed costs: ray.init {median(init, 'init_s'):.1f} s + shutdown {median(init, 'shutdown_s'):.1f} s (median); "
+          f"whole routebatch job on {ROW_BATCH} rows: {median(results[f'routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)']):.1f} s")
+    for k in args.experts:
+        d = results[f"direct T=1, {k} experts"]
+        print(f"direct T=1, {k} experts: model loading {median(d, 'load_s'):.1f} s, routing {median(d, 'route_s') * 1000 / n_rows:.3f} ms/question (in-process)")
+        agree = agreement(outputs[f"direct T=1, {k} experts"], outputs[f"routebatch, {k} experts"])
+        print(f"routebatch vs direct, {k} experts: same expert {agree['same_expert']:.2%}, same answer {agree['same_answer']:.2%} of {agree['rows']} rows")
+    costs = stage_costs(corpus, routers[max(args.experts)], EXPERT_SETS[max(args.experts)])
+    print("non-model stage costs in-process (ms/question): " + ", ".join(f"{k} {v:.3f}" for k, v in costs.items()))
+    return {"results": results, "qps": qps, "ratios": ratios, "routing_overhead_ms": overhead_ms, "stage_costs_ms": costs}
+
+
+def write_memory_corpus(workdir: Path, sizes: list[int], shard_rows: int) -> dict[int, str]:
+    """Synthetic short rows in Parquet shards, written once for the largest size; the
+    smaller sizes are hard links to its first shards, so they are the same rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    biggest = max(sizes)
+    base = workdir / "memory" / f"rows-{biggest}"
+    if not (base / "_done").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        for s, lo in enumerate(range(0, biggest, shard_rows)):
+            ids = [f"m{i:08d}" for i in range(lo, min(lo + shard_rows, biggest))]
+            pq.write_table(
+                pa.table({
+                    "id": ids,
+                    "question": [f"What is item {i[1:]}?" for i in ids],
+                    "context": [f"Item {i[1:]} is a widget of kind {int(i[1:]) % 7}." + (" It is long." * (int(i[1:]) % 3)) for i in ids],
+                }),
+                base / f"part-{s:05d}.parquet",
+            )
+        (base / "_done").write_text("")
+    dirs = {biggest: str(base)}
+    for size in sizes:
+        if size == biggest:
+            continue
+        d = workdir / "memory" / f"rows-{size}"
+        if not d.exists():
+            d.mkdir(parents=True)
+            for s in range(-(-size // shard_rows)):
+                os.link(base / f"part-{s:05d}.parquet", d / f"part-{s:05d}.parquet")
+        dirs[size] = str(d)
+    preds = workdir / "memory" / "predictions.json"
+    if not preds.exists():
+        preds.write_text(json.dumps({f"m{i:08d}": f"kind {i % 7}" for i in range(biggest)}))
+    return dirs
+
+
+def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    sizes = sorted(int(s) for s in args.memory_rows.split(","))
+    dirs = write_memory_corpus(workdir, sizes, args.memory_shard_rows)
+    preds = str(workdir / "memory" / "predictions.json")
+    experts = [
+        {"name": "cheap", "kind": "replay", "predictions": preds, "batch_size": 1024, "resources": {"num_cpus": 0.25}},
+        {"name": "strong", "kind": "replay", "predictions": preds, "batch_size": 1024, "resources": {"num_cpus": 0.25}},
+    ]
+    router = {"kind": "rule", "rules": [{"expert": "strong", "min_context_chars": 45}], "default": "cheap"}
+    print(f"memory: replay experts, execution.batch_size {args.memory_batch}, shards of {args.memory_shard_rows} rows", flush=True)
+    results: dict[int, list[dict]] = {s: [] for s in sizes}
+    for rep in range(args.memory_repeats):
+        for size in sizes:
+            out = str(workdir / "out" / f"memory-{size}-{rep}")
+            res = run_child("memory", {"corpus": dirs[size], "out": out, "experts": experts, "router": router,
+                                       "batch": args.memory_batch, "object_store_mb": 1024}, workdir, args.threads, timeout=7200)
+            results[size].append(res)
+            print(f"  [{rep}] {size} rows: {json.dumps(res)}", flush=True)
+    print()
+    print(f"{'rows':>9} {'peak driver RSS MB (median)':>28} {'ru_maxrss MB':>13} {'wall s':>8} {'rows/s':>8}   all peaks")
+    for size in sizes:
+        rs = results[size]
+        print(f"{size:>9} {median(rs, 'peak_rss_mb'):>28.0f} {median(rs, 'ru_maxrss_mb'):>13.0f} {median(rs):>8.1f} {size / median(rs):>8.0f}   "
+              + ", ".join(f"{r['peak_rss_mb']:.0f}" for r in rs))
+    lo, hi = sizes[0], sizes[-1]
+    ratio = median(results[hi], "peak_rss_mb") / median(results[lo], "peak_rss_mb")
+    print(f"peak driver RSS {hi} rows / {lo} rows = {ratio:.3f}")
+    return {"results": {str(k): v for k, v in results.items()}, "ratio": ratio}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one repeat, 2 copies of the questions, no T=2 direct run, no memory run")
+    p.add_argument("--copies", type=int, help="corpus = this many copies of the 950 questions (default 8; 2 with --quick)")
+    p.add_argument("--repeats", type=int, help="repeats of every run (default 3; 1 with --quick)")
+    p.add_argument("--experts", default="2,3", help="expert counts to run routebatch with (default 2,3)")
+    p.add_argument("--threads", type=int, default=1, help="threads per model process for the Ray runs (default 1)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory run (it is skipped with --quick)")
+    p.add_argument("--memory-only", action="store_true", help="only the memory run")
+    p.add_argument("--memory-rows", default="100000,1000000")
+    p.add_argument("--memory-batch", type=int, default=1024, help="execution.batch_size of the memory run")
+    p.add_argument("--memory-shard-rows", type=int, default=10000)
+    p.add_argument("--memory-repeats", type=int, default=1)
+    p.add_argument("--workdir", help="where models, corpora and outputs go (default: a new temp dir)")
+    p.add_argument("--json", help="also write every raw figure here")
+    p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    p.add_argument("--plan", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child:
+        CHILDREN[args.child](json.loads(Path(args.plan).read_text()))
+        return 0
+
+    args.copies = args.copies or (2 if args.quick else 8)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.experts = [int(k) for k in args.experts.split(",")]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="routebatch-bench-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print(f"routebatch throughput bench; workdir {workdir}; python {sys.version.split()[0]}; nproc {os.cpu_count()}", flush=True)
+    report: dict[str, Any] = {"args": vars(args)}
+    if not args.memory_only:
+        report["throughput"] = throughput(args, workdir)
+    if args.memory_only or not (args.quick or args.no_memory):
+        print()
+        report["memory"] = memory(args, workdir)
+    print(f"\nbench finished in {time.perf_counter() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
