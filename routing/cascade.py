@@ -7,31 +7,35 @@ the question is probably hard. The signal is normalised answer agreement — the
 SQuAD token F1 between the two answers (1 for identical normalised spans, and 1 when
 both say "no answer").
 
-Policy with threshold tau: run the stage experts one by one, cheapest first. After each
-new answer, if it agrees (>= tau) with any earlier stage's answer, stop and return the
-answer of the better expert (by training F1) among those that agree. If no pair ever
-agrees, run the final expert and return its answer. Cost per question is the sum of
-the experts actually run. tau sweeps the cost/F1 curve: tau = 0 always stops after two
-stages, higher tau escalates more.
+One configuration (stages, tau): run the stage experts one by one, cheapest first.
+After each new answer, if it agrees (>= tau) with any earlier stage's answer, stop and
+return the answer of the better expert (by training F1) among those that agree. If no
+pair ever agrees, run the final expert and return its answer. Cost per question is the
+sum of the experts actually run. The configuration with no stages is "final expert only".
 
-`fit` chooses the final expert (best training F1, ties to the cheaper) and, unless
-given, which cheaper experts form the stages: every subset of 2..max_stages of them is
-scored on the training questions with the same headline figures the benchmark reports
-(savings at best-minus-one-point plus gap closed), and the best is kept.
+Which configurations, and why a family: which cheap experts make good stages, and how
+strict tau should be, depends on the budget — a cheap three-stage chain wins at low
+cost but caps quality (two weak readers sometimes agree on the same wrong span), a
+stronger pair reaches higher F1 at higher cost. `fit` evaluates every subset of
+2..max_stages experts cheaper than the final one, at every tau of a coarse grid, on the
+training questions and keeps the cost/F1 Pareto front, ordered by training cost. That
+front plays the role the lambda grid plays for a pre-answer router: one knob from cheap
+to dear. The final expert is the best on training F1 (ties to the cheaper).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
-from routing.evaluation import CurvePoint, best_single_index, curve_point, headline, oracle
+from routing.evaluation import CurvePoint, best_single_index, curve_point
 from routing.replay_data import ReplaySet
 from routing.squad import token_f1
 
-DEFAULT_TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 21), 3))
+DEFAULT_TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 11), 3))
 
 
 def answer_agreement(a: Optional[str], b: Optional[str]) -> float:
@@ -42,8 +46,8 @@ def answer_agreement(a: Optional[str], b: Optional[str]) -> float:
 def pairwise_agreement(answers: Sequence[Sequence[Optional[str]]], experts: Sequence[int]) -> dict[tuple[int, int], np.ndarray]:
     """{(a, b): (n,) agreement} for every pair a < b of the given expert indices."""
     out = {}
-    for a, b in itertools.combinations(sorted(experts), 2):
-        out[(a, b)] = np.array([answer_agreement(row[a], row[b]) for row in answers])
+    for a, b in itertools.combinations(sorted(set(experts)), 2):
+        out[(a, b)] = np.array([answer_agreement(row[a], row[b]) for row in answers], dtype=np.float64)
     return out
 
 
@@ -56,8 +60,8 @@ def cascade_decide(
     tau: float,
     n: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(chosen expert, cost paid) per question for one threshold; see module doc."""
-    choice = np.full(n, -1, dtype=np.int64)
+    """(chosen expert, cost paid) per question for one configuration; see module doc."""
+    choice = np.full(n, final, dtype=np.int64)
     paid = np.zeros(n)
     open_ = np.ones(n, dtype=bool)
     for t, s in enumerate(stages):
@@ -76,12 +80,23 @@ def cascade_decide(
         choice[stop] = best_e[stop]
         open_ &= ~stop
     paid[open_] += costs[final]
-    choice[open_] = final
     return choice, paid
 
 
+@dataclass(frozen=True)
+class CascadeConfig:
+    stages: tuple[int, ...]  # () = run the final expert only
+    tau: float
+    train_cost: float
+    train_f1: float
+
+
 class AgreementCascade:
-    """Cheap-experts-first cascade escalating on answer disagreement (estimator API)."""
+    """Cheap-experts-first cascade escalating on answer disagreement (estimator API).
+
+    `stages` fixes the stage experts (by name) instead of searching; `final` fixes the
+    expert to escalate to.
+    """
 
     def __init__(
         self,
@@ -98,75 +113,84 @@ class AgreementCascade:
     def fit(self, replay: ReplaySet) -> "AgreementCascade":
         names = list(replay.expert_names)
         f1 = np.nan_to_num(replay.f1, nan=0.0)
-        em = np.nan_to_num(replay.em, nan=0.0)
         costs = replay.costs
+        n = replay.n_questions
         self.expert_names_ = tuple(names)
+        self.costs_ = costs.copy()
         self.quality_ = f1.mean(axis=0)
         self.final_ = names.index(self.final) if self.final else best_single_index(self.quality_, costs)
         if self.stages is not None:
-            self.stages_ = tuple(sorted((names.index(s) for s in self.stages), key=lambda j: (costs[j], j)))
-            if len(self.stages_) < 2 or self.final_ in self.stages_:
+            fixed = tuple(sorted((names.index(s) for s in self.stages), key=lambda j: (costs[j], j)))
+            if len(fixed) < 2 or self.final_ in fixed:
                 raise ValueError("a cascade needs at least two stage experts, none of them the final one")
-            self.search_ = ()
-            return self
-        cheaper = [j for j in range(len(names)) if costs[j] < costs[self.final_] and j != self.final_]
-        if len(cheaper) < 2:
-            raise ValueError("need at least two experts cheaper than the final one to build a cascade")
-        agreement = pairwise_agreement(replay.answers, cheaper)
-        best_ref = {"name": names[self.final_], "f1": float(self.quality_[self.final_]), "cost": float(costs[self.final_])}
-        orc = oracle(f1, em, costs)
-        results = []
-        for size in range(2, min(self.max_stages, len(cheaper)) + 1):
-            for subset in itertools.combinations(cheaper, size):
-                stages = tuple(sorted(subset, key=lambda j: (costs[j], j)))
-                curve = self._curve(agreement, stages, f1, em, costs, names)
-                h = headline(curve, best_ref, orc)
-                score = (h["savings_vs_best"] if h["savings_vs_best"] is not None else -1.0) + (
-                    h["gap_closed"] if h["gap_closed"] is not None else -1.0
-                )
-                results.append((score, -float(costs[list(stages)].sum()), stages))
-        results.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        self.stages_ = results[0][2]
-        self.search_ = tuple((tuple(names[j] for j in st), sc) for sc, _, st in results[:10])
+            subsets = [fixed]
+        else:
+            cheaper = [j for j in range(len(names)) if costs[j] < costs[self.final_] and j != self.final_]
+            if len(cheaper) < 2:
+                raise ValueError("need at least two experts cheaper than the final one to build a cascade")
+            subsets = [
+                tuple(sorted(sub, key=lambda j: (costs[j], j)))
+                for size in range(2, min(self.max_stages, len(cheaper)) + 1)
+                for sub in itertools.combinations(cheaper, size)
+            ]
+        agreement = pairwise_agreement(replay.answers, sorted({j for sub in subsets for j in sub}))
+        rows = np.arange(n)
+        candidates = [CascadeConfig((), 1.0, float(costs[self.final_]), float(self.quality_[self.final_]))]
+        for sub in subsets:
+            for tau in self.taus:
+                choice, paid = cascade_decide(agreement, sub, self.final_, self.quality_, costs, float(tau), n)
+                candidates.append(CascadeConfig(sub, float(tau), float(paid.mean()), float(f1[rows, choice].mean())))
+        # Pareto front: by cost, keep a configuration only if it beats every cheaper one.
+        candidates.sort(key=lambda c: (c.train_cost, -c.train_f1, len(c.stages), -c.tau))
+        front: list[CascadeConfig] = []
+        for c in candidates:
+            if not front or c.train_f1 > front[-1].train_f1 + 1e-12:
+                front.append(c)
+        self.configs_ = tuple(front)
         return self
 
-    def _curve(self, agreement, stages, f1, em, costs, names) -> list[CurvePoint]:
-        n = f1.shape[0]
-        points = []
-        for tau in self.taus:
-            choice, paid = cascade_decide(agreement, stages, self.final_, self.quality_, costs, tau, n)
-            points.append(curve_point(choice, f1, em, costs, names, tau, paid=paid))
-        return points
-
     def _check_fitted(self) -> None:
-        if not hasattr(self, "stages_"):
+        if not hasattr(self, "configs_"):
             raise RuntimeError("AgreementCascade is not fitted; call fit first")
 
-    def decide(self, answers: Sequence[Sequence[Optional[str]]], costs: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
-        """(chosen expert, cost paid) per question from the recorded answers [question][expert]."""
-        self._check_fitted()
-        agreement = pairwise_agreement(answers, self.stages_)
-        return cascade_decide(agreement, self.stages_, self.final_, self.quality_, np.asarray(costs), tau, len(answers))
+    def describe(self, index: int) -> str:
+        c = self.configs_[index]
+        if not c.stages:
+            return f"{self.expert_names_[self.final_]} only"
+        chain = ">".join(self.expert_names_[j] for j in c.stages)
+        return f"{chain}>{self.expert_names_[self.final_]} @tau={c.tau:g}"
 
-    def sweep(self, replay: ReplaySet) -> list[CurvePoint]:
-        """The cost/F1 curve over `taus` on a scored replay set with the same experts."""
+    def decide(self, answers: Sequence[Sequence[Optional[str]]], index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen expert, cost paid) per question for configuration `index`, from recorded answers."""
+        self._check_fitted()
+        c = self.configs_[index]
+        agreement = pairwise_agreement(answers, c.stages)
+        return cascade_decide(agreement, c.stages, self.final_, self.quality_, self.costs_, c.tau, len(answers))
+
+    def settings(self, replay: ReplaySet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m, n) chosen expert, F1 and cost per configuration (cheap to dear) and question."""
         self._check_fitted()
         if tuple(replay.expert_names) != self.expert_names_:
             raise ValueError("replay set has different experts than the cascade was fitted on")
-        agreement = pairwise_agreement(replay.answers, self.stages_)
-        f1 = np.nan_to_num(replay.f1, nan=0.0)
-        em = np.nan_to_num(replay.em, nan=0.0)
-        return self._curve(agreement, self.stages_, f1, em, replay.costs, list(replay.expert_names))
-
-    def settings_f1(self, replay: ReplaySet, taus: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-        """(len(taus), n) F1 and cost paid per threshold and question, for calibration."""
-        self._check_fitted()
-        agreement = pairwise_agreement(replay.answers, self.stages_)
+        used = sorted({j for c in self.configs_ for j in c.stages})
+        agreement = pairwise_agreement(replay.answers, used)
         f1 = np.nan_to_num(replay.f1, nan=0.0)
         rows = np.arange(replay.n_questions)
-        out_f1, out_cost = [], []
-        for tau in taus:
-            choice, paid = cascade_decide(agreement, self.stages_, self.final_, self.quality_, replay.costs, tau, replay.n_questions)
-            out_f1.append(f1[rows, choice])
-            out_cost.append(paid)
-        return np.stack(out_f1), np.stack(out_cost)
+        choices, f1s, paids = [], [], []
+        for c in self.configs_:
+            choice, paid = cascade_decide(agreement, c.stages, self.final_, self.quality_, self.costs_, c.tau, replay.n_questions)
+            choices.append(choice)
+            f1s.append(f1[rows, choice])
+            paids.append(paid)
+        return np.stack(choices), np.stack(f1s), np.stack(paids)
+
+    def sweep(self, replay: ReplaySet) -> list[CurvePoint]:
+        """The cost/F1 curve over the fitted configurations on a scored replay set."""
+        choices, _, paids = self.settings(replay)
+        f1 = np.nan_to_num(replay.f1, nan=0.0)
+        em = np.nan_to_num(replay.em, nan=0.0)
+        names = list(replay.expert_names)
+        return [
+            curve_point(choices[i], f1, em, replay.costs, names, float(i), paid=paids[i], label=self.describe(i))
+            for i in range(len(self.configs_))
+        ]

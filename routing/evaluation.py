@@ -35,6 +35,7 @@ class CurvePoint:
     f1: float
     em: float
     mix: dict[str, float] = field(default_factory=dict)
+    label: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +81,7 @@ def curve_point(
     names: Sequence[str],
     param: float,
     paid: Optional[np.ndarray] = None,
+    label: str = "",
 ) -> CurvePoint:
     """Evaluate one routing decision per question (`paid` overrides the cost per question)."""
     rows = np.arange(f1.shape[0])
@@ -90,6 +92,7 @@ def curve_point(
         f1=float(f1[rows, choice].mean()),
         em=float(em[rows, choice].mean()),
         mix={name: float(counts[j]) for j, name in enumerate(names) if counts[j] > 0},
+        label=label,
     )
 
 

@@ -109,6 +109,7 @@ class L2DRouter(BaseRouter):
         self.cost_scale_ = np.asarray(costs / (costs.max() if costs.max() > 0 else 1.0), dtype=np.float64)
         C = torch.as_tensor(target_costs(f1, costs, self.cost_weight), dtype=torch.float32)
         total = C.sum(dim=1)
+        tau_mean = (total[:, None] - C).mean(dim=0)
         xt = torch.as_tensor(X)
         self.models_: list[_Rejector] = []
         self.loss_traces_: list[list[float]] = []
@@ -116,6 +117,12 @@ class L2DRouter(BaseRouter):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed * 1000 + m)
                 model = self._new_model()
+                # Start at the population answer for an uninformative x: softmax_j ∝
+                # mean tau_j and total = mean C. Shrinkage then pulls towards that,
+                # i.e. towards "route by average expert quality", not towards uniform.
+                with torch.no_grad():
+                    model.scores.bias.copy_(torch.log(tau_mean.clamp(min=1e-6)))
+                    model.total.bias.fill_(float(torch.log(torch.expm1(total.mean().clamp(min=1e-3)))))
 
                 def loss_fn(model: _Rejector = model) -> torch.Tensor:
                     logits, t_hat = model(xt)

@@ -36,17 +36,35 @@ def train_full_batch(
     lr: float,
     weight_decay: float,
 ) -> list[float]:
-    """Minimise `loss_fn()` (which closes over the data) with AdamW; returns the loss trace."""
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    """Minimise `loss_fn()` (which closes over the data) with AdamW; returns the loss trace.
+
+    Weight decay applies to weight matrices only. Decaying biases would pull every
+    output towards logit 0 (F1 0.5) under strong regularisation, erasing the one thing
+    a router must get right first: which expert is better *on average*.
+
+    Runs single-threaded: for matrices this small, thread hand-off costs more than it
+    saves, and on a shared 2-core machine two torch threads were 10-20x slower than one.
+    The caller's thread setting is restored afterwards.
+    """
+    decay = [p for name, p in module.named_parameters() if not name.endswith("bias")]
+    no_decay = [p for name, p in module.named_parameters() if name.endswith("bias")]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     trace: list[float] = []
-    module.train()
-    for _ in range(epochs):
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-        trace.append(float(loss.detach()))
-    module.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        module.train()
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            opt.step()
+            trace.append(float(loss.detach()))
+    finally:
+        module.eval()
+        torch.set_num_threads(threads)
     return trace
 
 

@@ -37,8 +37,16 @@ from routing.evaluation import CurvePoint, curve_point
 from routing.guarantees import clopper_pearson_lower
 
 
-def route(pred_loss: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
-    """(n,) expert indices: argmin of predicted loss + lam * cost, ties to the cheaper."""
+def route(
+    pred_loss: np.ndarray, costs: np.ndarray, lam: float, allowed: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """(n,) expert indices: argmin of predicted loss + lam * cost, ties to the cheaper.
+
+    `allowed` (k,) bool restricts the candidates, e.g. to the experts on the training
+    cost/quality hull: an expert that is dearer *and* worse on average than another wins
+    the argmin mostly through noise in the predicted losses (the winner's curse of
+    taking a minimum over many noisy estimates), so offering it rarely pays.
+    """
     pred_loss = np.asarray(pred_loss, dtype=np.float64)
     costs = np.asarray(costs, dtype=np.float64)
     if pred_loss.ndim != 2 or pred_loss.shape[1] != costs.shape[0]:
@@ -47,10 +55,17 @@ def route(pred_loss: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
         raise ValueError(f"lambda must be finite and non-negative, got {lam}")
     order = np.argsort(costs, kind="stable")  # cheapest first, so argmin's first hit is the cheaper
     score = pred_loss[:, order] + lam * costs[order][None, :]
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != costs.shape or not allowed.any():
+            raise ValueError("allowed must be a (k,) mask with at least one expert")
+        score = np.where(allowed[order][None, :], score, np.inf)
     return order[np.argmin(score, axis=1)]
 
 
-def lambda_grid(pred_loss: np.ndarray, costs: np.ndarray, n_points: int = 60) -> np.ndarray:
+def lambda_grid(
+    pred_loss: np.ndarray, costs: np.ndarray, n_points: int = 60, allowed: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Increasing lambdas from 0 to past the point where everything goes to the cheapest.
 
     The grid is placed at quantiles of the per-question switching points
@@ -59,10 +74,11 @@ def lambda_grid(pred_loss: np.ndarray, costs: np.ndarray, n_points: int = 60) ->
     """
     pred_loss = np.asarray(pred_loss, dtype=np.float64)
     costs = np.asarray(costs, dtype=np.float64)
+    ok = np.ones(len(costs), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     switches = []
     for i in range(len(costs)):
         for j in range(len(costs)):
-            if costs[j] > costs[i]:
+            if costs[j] > costs[i] and ok[i] and ok[j]:
                 s = (pred_loss[:, i] - pred_loss[:, j]) / (costs[j] - costs[i])
                 switches.append(s[s > 0])
     values = np.concatenate(switches) if switches else np.zeros(0)
@@ -81,9 +97,10 @@ def sweep(
     f1: np.ndarray,
     em: np.ndarray,
     names: Sequence[str],
+    allowed: Optional[np.ndarray] = None,
 ) -> list[CurvePoint]:
     """The (cost, F1, EM, mix) of the policy at each lambda, in the given order."""
-    return [curve_point(route(pred_loss, costs, lam), f1, em, costs, names, lam) for lam in lams]
+    return [curve_point(route(pred_loss, costs, lam, allowed), f1, em, costs, names, lam) for lam in lams]
 
 
 @dataclass(frozen=True)
@@ -100,15 +117,16 @@ def choose_lambda_for_budget(
     f1: np.ndarray,
     budget: float,
     lams: Optional[Sequence[float]] = None,
+    allowed: Optional[np.ndarray] = None,
 ) -> BudgetChoice:
     """Best calibration F1 among lambdas whose calibration mean cost <= budget."""
     if budget <= 0:
         raise ValueError("budget must be positive")
-    lams = lambda_grid(pred_loss, costs) if lams is None else np.asarray(lams, dtype=np.float64)
+    lams = lambda_grid(pred_loss, costs, allowed=allowed) if lams is None else np.asarray(lams, dtype=np.float64)
     rows = np.arange(f1.shape[0])
     results = []
     for lam in lams:
-        choice = route(pred_loss, costs, float(lam))
+        choice = route(pred_loss, costs, float(lam), allowed)
         results.append((float(lam), float(costs[choice].mean()), float(f1[rows, choice].mean())))
     feasible = [r for r in results if r[1] <= budget + 1e-12]
     if not feasible:
@@ -166,9 +184,14 @@ def choose_setting_for_accuracy(
     return AccuracyChoice(chosen, tuple(bounds), threshold)
 
 
-def lambda_settings_f1(
-    pred_loss: np.ndarray, costs: np.ndarray, f1: np.ndarray, lams: Sequence[float]
-) -> np.ndarray:
-    """(len(lams), n) F1 of the routed expert per lambda and question."""
+def lambda_settings(
+    pred_loss: np.ndarray,
+    costs: np.ndarray,
+    f1: np.ndarray,
+    lams: Sequence[float],
+    allowed: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(len(lams), n) F1 and cost of the routed expert per lambda and question."""
     rows = np.arange(f1.shape[0])
-    return np.stack([f1[rows, route(pred_loss, costs, float(lam))] for lam in lams])
+    choices = [route(pred_loss, costs, float(lam), allowed) for lam in lams]
+    return np.stack([f1[rows, c] for c in choices]), np.stack([costs[c] for c in choices])

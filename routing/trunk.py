@@ -23,15 +23,17 @@ from routing.router_base import BaseRouter, check_fit_inputs, check_param_dict
 
 
 class _TrunkNet(nn.Module):
+    """Trunk + heads. Expert j's head is row j of `heads` (weights and bias): k separate
+    linear heads, stored as one matrix so the forward pass is one matmul, not k."""
+
     def __init__(self, in_dim: int, hidden: tuple[int, ...], k: int, dropout: float) -> None:
         super().__init__()
         self.trunk = build_mlp(in_dim, hidden, 0, dropout)
         width = hidden[-1] if hidden else in_dim
-        self.heads = nn.ModuleList([nn.Linear(width, 1) for _ in range(k)])
+        self.heads = nn.Linear(width, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(x)
-        return torch.cat([head(h) for head in self.heads], dim=1)
+        return self.heads(self.trunk(x))
 
 
 class SharedTrunkRouter(BaseRouter):
@@ -71,11 +73,16 @@ class SharedTrunkRouter(BaseRouter):
         y = torch.as_tensor(np.nan_to_num(f1, nan=0.0), dtype=torch.float32)
         xt = torch.as_tensor(X)
         denom = mask.sum().clamp(min=1.0)
+        prior = ((y * mask).sum(0) / mask.sum(0).clamp(min=1.0)).clamp(1e-3, 1 - 1e-3)
         self.models_: list[_TrunkNet] = []
         for m in range(self.n_models):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed * 1000 + m)
                 model = self._new_model()
+                # Start every head at its expert's mean F1, so regularisation shrinks
+                # towards "the average expert quality", not towards F1 = 0.5.
+                with torch.no_grad():
+                    model.heads.bias.copy_(torch.logit(prior, eps=1e-3))
 
                 def loss_fn(model: _TrunkNet = model) -> torch.Tensor:
                     out = model(xt)
