@@ -155,7 +155,10 @@ class AnswerWithExpert:
         started = time.perf_counter()
         out = _run_isolating_failures(self.runner, self.spec.name, ids, questions, contexts)
         seconds = time.perf_counter() - started
-        charges = charge_rows(self.spec.cost, self.spec.resources.num_gpus, seconds, out.input_tokens, out.output_tokens)
+        charges = charge_rows(
+            self.spec.cost, self.spec.resources.num_gpus, seconds, out.input_tokens, out.output_tokens,
+            answered=[e is None for e in out.errors],
+        )
 
         cols = {name: batch.column(name).to_pylist() for name in ("answer", "score", "cost_usd", "input_tokens", "output_tokens", "expert_seconds", "error")}
         for k, i in enumerate(idx):

@@ -35,8 +35,8 @@ from pipelines.resources import (
     PlanDoesNotFit,
     ResourcePlan,
     check_plan_fits,
-    cluster_nodes,
     plan_resources,
+    reachable_nodes,
 )
 from pipelines.shards import (
     Shard,
@@ -49,10 +49,29 @@ from pipelines.shards import (
     write_run_record,
 )
 from pipelines.summary import SUMMARY_FILE, Summary, build_summary, count_rows, write_summary
-from routing.config import ConfigError, HFExtractiveQAExpert, JobConfig, ReplayExpert
+from routing.config import (
+    ConfigError,
+    HFCausalLMExpert,
+    HFExtractiveQAExpert,
+    JobConfig,
+    OpenAICompatibleExpert,
+    ReplayExpert,
+)
 from routing.storage import exists, filesystem_and_path, is_s3, join
 
 log = logging.getLogger("routebatch")
+
+
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "HF_ENDPOINT",
+    "TRANSFORMERS_OFFLINE",
+)
 
 
 def new_run_id() -> str:
@@ -67,8 +86,14 @@ def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = Fa
     for e in config.experts:
         if isinstance(e, ReplayExpert) and not exists(e.predictions):
             raise ConfigError(f"experts.{e.name}.predictions: {e.predictions} does not exist; point it at a JSON file of recorded answers")
-        if isinstance(e, HFExtractiveQAExpert) and e.model.startswith(("/", ".", "~")) and not os.path.isdir(e.model):
+        if isinstance(e, (HFExtractiveQAExpert, HFCausalLMExpert)) and e.model.startswith(("/", ".", "~")) and not os.path.isdir(e.model):
             raise ConfigError(f"experts.{e.name}.model: local model directory {e.model} does not exist; use a hub id or a saved model directory")
+        if isinstance(e, OpenAICompatibleExpert):
+            from operators.openai_compat import api_key_problem
+
+            problem = api_key_problem(e)
+            if problem:
+                raise ConfigError(problem)
     if getattr(config.router, "checkpoint", None) and not exists(join(config.router.checkpoint, "router.json")):
         raise ConfigError(f"router.checkpoint: {config.router.checkpoint} holds no trained router (router.json); train one with `routebatch train-router`")
     record = read_run_record(output)
@@ -99,7 +124,9 @@ def _start_ray(config: JobConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("AWS_ENDPOINT_URL", "HF_", "TRANSFORMERS_"))}
+    # Settings (never credentials: those come from each node's own credential chain)
+    # that must reach the workers for them to behave like the driver.
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if config.ray.address:
         ray.init(address=config.ray.address, runtime_env=runtime_env, log_to_driver=True)
@@ -125,7 +152,7 @@ def ray_for(config: JobConfig, plan: ResourcePlan) -> Iterator[None]:
 
     started = _start_ray(config)
     try:
-        check_plan_fits(plan, cluster_nodes())
+        check_plan_fits(plan, reachable_nodes(config.ray.cluster_config, config.ray.address))
         yield
     finally:
         if started:

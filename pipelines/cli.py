@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "pipelines.score_command",
     "pipelines.profile_command",
     "pipelines.smart_command",
+    "pipelines.split_replay_command",
+    "pipelines.train_router_command",
+    "pipelines.bench_router_command",
 )
 
 def build_parser() -> argparse.ArgumentParser:

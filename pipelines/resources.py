@@ -121,3 +121,41 @@ def cluster_nodes() -> list[dict[str, float]]:
     import ray
 
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+# Where the cluster launcher leaves the cluster's config on the head node.
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def autoscaler_nodes(cluster_config: str) -> list[dict[str, float]]:
+    """The nodes an autoscaling cluster may add: `max_workers` of each worker node
+    type of a cluster-launcher YAML, with the resources the type declares. A type that
+    declares none (the launcher detects them for known instance types) is skipped, so
+    the check can only err towards refusing, never towards a stall."""
+    import yaml
+
+    from routing.storage import read_bytes
+
+    config = yaml.safe_load(read_bytes(cluster_config)) or {}
+    head = config.get("head_node_type")
+    nodes: list[dict[str, float]] = []
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        resources = node_type.get("resources") or {}
+        if name == head or not resources:
+            continue
+        nodes += [{k: float(v) for k, v in resources.items()}] * int(min(node_type.get("max_workers", 0), 1000))
+    return nodes
+
+
+def reachable_nodes(cluster_config: str | None, address: str | None) -> list[dict[str, float]]:
+    """Nodes alive now plus the ones the autoscaler may add."""
+    import os
+
+    nodes = cluster_nodes()
+    path = cluster_config
+    if path is None and address:
+        candidate = os.path.expanduser(BOOTSTRAP_CONFIG)
+        path = candidate if os.path.exists(candidate) else None
+    if path:
+        nodes += autoscaler_nodes(path)
+    return nodes

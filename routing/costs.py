@@ -48,18 +48,24 @@ def charge_rows(
     batch_seconds: float,
     input_tokens: Sequence[int],
     output_tokens: Sequence[int],
+    answered: Sequence[bool] | None = None,
 ) -> list[RowCharge]:
     """Cost of each row of one batch: token prices + per-item price + its share of the
-    batch's device time at the hourly price."""
+    batch's device time at the hourly price.
+
+    A row the expert failed to answer (`answered[i]` false) pays for the tokens and
+    device time it used but not the per-item price: a per-item price buys an answer."""
     if len(input_tokens) != len(output_tokens):
         raise ValueError("input_tokens and output_tokens differ in length")
+    if answered is None:
+        answered = [True] * len(input_tokens)
     used = [i + o for i, o in zip(input_tokens, output_tokens)]
     seconds = share_seconds(batch_seconds, used)
     per_second = cost.usd_per_gpu_hour * hourly_units(num_gpus) / 3600.0
     charges = []
-    for sec, tin, tout in zip(seconds, input_tokens, output_tokens):
+    for sec, tin, tout, ok in zip(seconds, input_tokens, output_tokens, answered):
         usd = (
-            cost.usd_per_item
+            (cost.usd_per_item if ok else 0.0)
             + cost.usd_per_1k_input_tokens * tin / 1000.0
             + cost.usd_per_1k_output_tokens * tout / 1000.0
             + per_second * sec

@@ -80,12 +80,12 @@ class L2DRouter(BaseRouter):
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (64,),
+        hidden: tuple[int, ...] = (16,),
         cost_weight: float = 0.05,
-        epochs: int = 300,
+        epochs: int = 150,
         lr: float = 3e-3,
-        weight_decay: float = 1e-2,
-        dropout: float = 0.2,
+        weight_decay: float = 0.5,
+        dropout: float = 0.5,
         total_weight: float = 1.0,
         n_models: int = 3,
         seed: int = 0,

@@ -36,3 +36,10 @@ def test_hourly_price_without_gpu_is_per_actor_hour_and_fractional_gpus_pay_frac
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         charge_rows(Cost(), 0, 1.0, [1, 2], [1])
+
+
+def test_unanswered_rows_do_not_pay_the_per_item_price():
+    cost = Cost(usd_per_item=0.5, usd_per_1k_input_tokens=1.0)
+    rows = charge_rows(cost, 0, 0.0, [1000, 1000], [0, 0], answered=[True, False])
+    assert rows[0].cost_usd == pytest.approx(1.5)
+    assert rows[1].cost_usd == pytest.approx(1.0)
