@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import exit_codes
 from routing.bench import BenchSettings, run_benchmark
 from routing.encoder import default_encoder_path
 from routing.replay_data import ReplayDataError
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [r for r in routers if r not in ("l2d", "trunk")]
     if unknown:
         print(f"routebatch bench-router: unknown router(s) {unknown}; choose from l2d, trunk", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = BenchSettings(
         encoder=_encoder_arg(args.encoder),
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_benchmark(args.train, args.test, settings, log=log)
     except (ReplayDataError, ValueError) as exc:
         print(f"routebatch bench-router: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     report["seconds"] = round(time.monotonic() - start, 1)
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,4 +125,4 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(format_report(report))
         print(f"\nwrote {out} in {report['seconds']} s")
-    return 0
+    return exit_codes.OK

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from pipelines import exit_codes
 from routing.replay_data import ReplayDataError, split_replay_by_article
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         folds = split_replay_by_article(args.directory, args.output, overwrite=args.overwrite)
     except (ReplayDataError, OSError) as exc:
         print(f"routebatch split-replay: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     for f in folds:
         print(f"{f.test_article}: train {f.n_train} questions -> {f.train_dir}, test {f.n_test} -> {f.test_dir}")
-    return 0
+    return exit_codes.OK

@@ -13,17 +13,22 @@ Choosing lambda on held-out calibration questions:
   within the budget, the one with the highest calibration F1 (ties: the cheaper);
 * for an accuracy target alpha relative to a reference expert, at confidence 1 - delta:
   the guarantee is E[F1_router] >= alpha * E[F1_ref] on the distribution the calibration
-  questions were drawn from. Per question, Z = (F1_router - alpha * F1_ref + alpha) /
-  (1 + alpha) lies in [0, 1] and the target is E[Z] >= alpha / (1 + alpha). Clopper-
-  Pearson is exact for 0/1 outcomes only, and F1 is fractional; rather than threshold
+  questions were drawn from. Per question let s = max(0, F1_ref - F1_router) (how much
+  worse than the reference the routed answer is) and
+      V = (1 - alpha) * F1_ref - s + alpha,  which lies in [0, 1].
+  Since F1_router >= F1_ref - s, E[V] >= alpha implies the target (we give up credit for
+  questions where the router beats the reference; that keeps V's mean near 1, where a
+  0/1 variable has little variance, so the bound is tight — the symmetric transform of
+  F1_router - alpha * F1_ref sits near 0.5 and needed several times more questions).
+  Clopper-Pearson is exact for 0/1 outcomes, and V is fractional; rather than threshold
   F1 at 0.5 (which guarantees a different quantity than the F1 ratio users ask for) we
-  draw B ~ Bernoulli(Z) per question with a fixed seed: the B are i.i.d. Bernoulli with
-  mean exactly E[Z], so the one-sided Clopper-Pearson lower bound on them is exact.
-  lambdas are tested in a fixed sequence from the most expensive (lambda = 0) to the
-  cheapest, stopping at the first that fails; fixed-sequence testing keeps the
-  family-wise error at delta without a multiplicity correction (the Learn-then-Test
-  argument). If even lambda = 0 fails, the policy sends everything to the reference
-  expert, which meets any alpha <= 1 by definition.
+  draw B ~ Bernoulli(V) per question with a fixed seed: the B are i.i.d. Bernoulli with
+  mean exactly E[V], so the one-sided Clopper-Pearson lower bound on them is exact.
+  Settings (lambdas) are tested in a fixed sequence from the most expensive
+  (lambda = 0) to the cheapest, stopping at the first that fails; fixed-sequence
+  testing keeps the family-wise error at delta without a multiplicity correction (the
+  Learn-then-Test argument). If even the first fails, the policy sends everything to
+  the reference expert, which meets any alpha <= 1 by definition.
 """
 
 from __future__ import annotations
@@ -137,15 +142,21 @@ def choose_lambda_for_budget(
 
 
 def relative_outcomes(f1_router: np.ndarray, f1_ref: np.ndarray, target: float) -> np.ndarray:
-    """Z = (F1_router - target * F1_ref + target) / (1 + target), in [0, 1]."""
-    return (np.asarray(f1_router) - target * np.asarray(f1_ref) + target) / (1.0 + target)
+    """V = (1 - target) * F1_ref - max(0, F1_ref - F1_router) + target, in [0, 1].
+
+    E[V] >= target implies E[F1_router] >= target * E[F1_ref] (see the module doc).
+    """
+    f1_router = np.asarray(f1_router, dtype=np.float64)
+    f1_ref = np.asarray(f1_ref, dtype=np.float64)
+    shortfall = np.maximum(0.0, f1_ref - f1_router)
+    return np.clip((1.0 - target) * f1_ref - shortfall + target, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
 class AccuracyChoice:
     index: int  # index into the settings; -1 = fall back to the reference expert
     lower_bounds: tuple[float, ...]  # lower bound of every setting tested, in order
-    threshold: float  # target / (1 + target): what a lower bound had to reach
+    threshold: float  # what a lower bound had to reach (the target itself)
 
 
 def choose_setting_for_accuracy(
@@ -167,15 +178,15 @@ def choose_setting_for_accuracy(
     n = f1_ref.shape[0]
     if n == 0 or f1_settings.shape[1] != n:
         raise ValueError("need calibration outcomes for every setting on the same questions")
-    threshold = target / (1.0 + target)
+    threshold = target
     # Common random numbers: the same uniform draw per question for every setting, so
     # settings are compared on the same coin flips (each test stays exact on its own).
     u = np.random.default_rng(seed).random(n)
     bounds: list[float] = []
     chosen = -1
     for s in range(f1_settings.shape[0]):
-        z = np.clip(relative_outcomes(f1_settings[s], f1_ref, target), 0.0, 1.0)
-        successes = int((u < z).sum())
+        v = relative_outcomes(f1_settings[s], f1_ref, target)
+        successes = int((u < v).sum())
         lb = clopper_pearson_lower(successes, n, confidence)
         bounds.append(lb)
         if lb < threshold:
