@@ -56,6 +56,7 @@ QUESTIONS = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", REPO.parent / "shared"
 MODELS = {"small": (2, 64, 2), "medium": (4, 128, 4), "large": (8, 128, 4)}
 EXPERT_SETS = {2: ["small", "large"], 3: ["small", "medium", "large"]}
 MAX_SEQ_LEN, DOC_STRIDE, WINDOW_BATCH = 256, 64, 16
+RAY_TMPDIR = "/tmp/rbbench"  # short: Ray's unix socket paths must stay under ~100 chars
 ROW_BATCH = 64  # rows per call in every mode: the direct loop's batches and execution.batch_size
 
 
@@ -73,6 +74,11 @@ def thread_env(threads: int) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         RAY_DEDUP_LOGS="0",
+        # A private Ray temp dir: `ray.init()` without an address joins whatever cluster
+        # /tmp/ray/ray_current_cluster names (another user's `ray start` on a shared
+        # machine), and run_job's embedded Ray must be our own for the figures to mean
+        # anything.
+        RAY_TMPDIR=RAY_TMPDIR,
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     return env
@@ -347,7 +353,21 @@ CHILDREN = {
 # --------------------------------------------------------------------------- parent
 
 
-def run_child(mode: str, plan: dict, workdir: Path, threads: int, timeout: float = 3600) -> dict:
+def run_child(mode: str, plan: dict, workdir: Path, threads: int, timeout: float = 3600, attempts: int = 3) -> dict:
+    """Run one measurement in a fresh process; a failed attempt is reported and retried
+    (on a shared machine another user's `ray stop --force` ends every Ray process)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _run_child_once(mode, plan, workdir, threads, timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"  !! {mode} attempt {attempt} failed: {str(exc)[-1500:]}", flush=True)
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_child_once(mode: str, plan: dict, workdir: Path, threads: int, timeout: float) -> dict:
+    Path(RAY_TMPDIR).mkdir(parents=True, exist_ok=True)
     plan_path = workdir / "plans" / f"{mode}-{time.time_ns()}.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps({**plan, "threads": threads}))

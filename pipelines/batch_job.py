@@ -132,6 +132,9 @@ def _start_ray(config: JobConfig) -> bool:
         ray.init(address=config.ray.address, runtime_env=runtime_env, log_to_driver=True)
     else:
         kwargs = {
+            # "local" always starts a fresh instance; without it Ray would join any
+            # cluster a `ray start` left on this machine.
+            "address": "local",
             "num_cpus": config.ray.num_cpus or os.cpu_count() or 1,
             "include_dashboard": False,
             "runtime_env": runtime_env,

@@ -18,9 +18,10 @@ strict tau should be, depends on the budget — a cheap three-stage chain wins a
 cost but caps quality (two weak readers sometimes agree on the same wrong span), a
 stronger pair reaches higher F1 at higher cost. `fit` evaluates every subset of
 2..max_stages experts cheaper than the final one, at every tau of a coarse grid, on the
-training questions and keeps the cost/F1 Pareto front, ordered by training cost. That
-front plays the role the lambda grid plays for a pre-answer router: one knob from cheap
-to dear. The final expert is the best on training F1 (ties to the cheaper).
+training questions and keeps the cost/F1 Pareto front of those cheaper than running the
+final expert alone, ordered by training cost, and closes it with "final expert only".
+That family plays the role the lambda grid plays for a pre-answer router: one knob from
+cheap to dear. The final expert is the best on training F1 (ties to the cheaper).
 """
 
 from __future__ import annotations
@@ -141,12 +142,17 @@ class AgreementCascade:
                 choice, paid = cascade_decide(agreement, sub, self.final_, self.quality_, costs, float(tau), n)
                 candidates.append(CascadeConfig(sub, float(tau), float(paid.mean()), float(f1[rows, choice].mean())))
         # Pareto front: by cost, keep a configuration only if it beats every cheaper one.
-        candidates.sort(key=lambda c: (c.train_cost, -c.train_f1, len(c.stages), -c.tau))
+        final_only, staged = candidates[0], candidates[1:]
+        staged.sort(key=lambda c: (c.train_cost, -c.train_f1, len(c.stages), -c.tau))
         front: list[CascadeConfig] = []
-        for c in candidates:
-            if not front or c.train_f1 > front[-1].train_f1 + 1e-12:
+        for c in staged:
+            if c.train_cost < final_only.train_cost and (not front or c.train_f1 > front[-1].train_f1 + 1e-12):
                 front.append(c)
-        self.configs_ = tuple(front)
+        # "Final expert only" always closes the family, even when some staged
+        # configuration beat it on the training questions: it is the one setting whose
+        # quality is known without estimation, so the dear end of the knob (and the
+        # fallback of an accuracy guarantee) is never worse than the reference.
+        self.configs_ = tuple(front) + (final_only,)
         return self
 
     def _check_fitted(self) -> None:

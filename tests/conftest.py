@@ -52,7 +52,7 @@ def local_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, object_store_memory=300 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, object_store_memory=300 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
