@@ -79,6 +79,12 @@ def thread_env(threads: int) -> dict[str, str]:
         # machine), and run_job's embedded Ray must be our own for the figures to mean
         # anything.
         RAY_TMPDIR=RAY_TMPDIR,
+        # Ray 2.60's default Parquet reader (datasource V2) adds a ListFiles task that
+        # always asks for 1 whole CPU, whatever read_parquet(num_cpus=...) says: beside
+        # two expert actors of 0.5 CPU on a 2-CPU Ray it never gets scheduled and the
+        # job waits for ever (seen here: 0 rows after 6 minutes). The V1 reader honours
+        # the light-task CPU share. See bench/RESULTS.md (wiring change 1).
+        RAY_DATA_USE_DATASOURCE_V2="0",
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     return env

@@ -55,6 +55,7 @@ from routing.config import (
     HFExtractiveQAExpert,
     JobConfig,
     OpenAICompatibleExpert,
+    load_config,
     ReplayExpert,
 )
 from routing.storage import exists, filesystem_and_path, is_s3, join
@@ -97,15 +98,15 @@ def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = Fa
     if getattr(config.router, "checkpoint", None) and not exists(join(config.router.checkpoint, "router.json")):
         raise ConfigError(f"router.checkpoint: {config.router.checkpoint} holds no trained router (router.json); train one with `routebatch train-router`")
     record = read_run_record(output)
-    if resume:
-        if record is None:
-            raise ConfigError(f"--resume: {output} holds no run to resume; start it without --resume")
+    if resume and record is not None:
+        # Resuming a run that has nothing left to do only re-writes its summary, so a
+        # scheduler's retry of a finished night is harmless.
         if record["config_hash"] != config.config_hash():
             raise ConfigError(
                 f"--resume: the config differs from the one {output} was started with (hash {record['config_hash']}); "
                 "resume with the same config, or start a new run in a new output path"
             )
-    elif not overwrite:
+    elif not overwrite and not resume:
         if exists(join(output, SUMMARY_FILE)):
             raise ConfigError(
                 f"output.path: {output} already holds a finished run; choose a new output path, or set output.overwrite: true (or --overwrite) to replace it"
@@ -128,8 +129,10 @@ def _start_ray(config: JobConfig) -> bool:
     # that must reach the workers for them to behave like the driver.
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     runtime_env = {"env_vars": env_vars} if env_vars else None
-    if config.ray.address:
-        ray.init(address=config.ray.address, runtime_env=runtime_env, log_to_driver=True)
+    # Inside `ray job submit`, RAY_ADDRESS names the cluster that runs the job.
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
         kwargs = {
             # "local" always starts a fresh instance; without it Ray would join any
@@ -155,7 +158,7 @@ def ray_for(config: JobConfig, plan: ResourcePlan) -> Iterator[None]:
 
     started = _start_ray(config)
     try:
-        check_plan_fits(plan, reachable_nodes(config.ray.cluster_config, config.ray.address))
+        check_plan_fits(plan, reachable_nodes(config.ray.cluster_config, config.ray.address or os.environ.get("RAY_ADDRESS")))
         yield
     finally:
         if started:
@@ -257,7 +260,7 @@ def inspect_input(config: JobConfig, files: InputFiles) -> tuple[list[str], dict
 
 
 def run_job(
-    config: JobConfig,
+    config: JobConfig | str | os.PathLike,
     *,
     output: Optional[str] = None,
     overwrite: Optional[bool] = None,
@@ -268,8 +271,11 @@ def run_job(
 
     Raises ConfigError for anything wrong before compute starts (nothing is written
     then), and PlanDoesNotFit when the cluster cannot host the plan. With `resume`,
-    shards an earlier attempt finished are kept and only the rest is computed.
+    shards an earlier attempt finished are kept and only the rest is computed; where
+    the output holds no run yet, it starts one there.
     """
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
     output = output or config.output.path
     overwrite = False if resume else (config.output.overwrite if overwrite is None else overwrite)
     started_wall = time.time()

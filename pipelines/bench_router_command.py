@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--routers", default="l2d,trunk", help="pre-answer routers to fit, comma-separated (default l2d,trunk)")
     p.add_argument("--no-cascade", action="store_true", help="leave the agreement cascade out")
     p.add_argument("--all-questions", action="store_true",
-                   help="use every question, not only those all experts answered (uncovered cells count as unanswered)")
+                   help="use every question, not only those all experts answered (an expert with no recorded "
+                        "answer counts as wrong there)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", type=int, default=200, help="random calibration splits for the guarantee check")
     p.add_argument("--cache-dir", default=None, help="embedding cache (default $ROUTEBATCH_CACHE or ~/.cache/routebatch)")

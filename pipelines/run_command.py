@@ -13,7 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the batch job described by a YAML config")
     p.add_argument("config", nargs="?", help="path to the job's YAML config (optional with --resume)")
     p.add_argument("--output", help="output directory or s3:// prefix (overrides output.path)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR, skipping its finished shards")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR, skipping its finished shards (with a CONFIG and no run there yet, start one there)",
+    )
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run at the output path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs of scheduled jobs)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")

@@ -30,7 +30,8 @@ class ConstantRouter(BaseRouter):
         X, f1, costs = check_fit_inputs(X, f1, costs)
         self.n_features_, self.n_experts_ = X.shape[1], f1.shape[1]
         # An expert never recorded is treated as always wrong: no evidence, no traffic.
-        self.mean_loss_ = np.nan_to_num(1.0 - np.nanmean(np.where(np.isfinite(f1), f1, np.nan), axis=0), nan=1.0)
+        mean_loss = np.nan_to_num(1.0 - np.nanmean(np.where(np.isfinite(f1), f1, np.nan), axis=0), nan=1.0)
+        self.mean_loss_ = mean_loss.astype(np.float32).astype(np.float64)  # what a checkpoint stores
         return self
 
     def predict_loss(self, X: np.ndarray) -> np.ndarray:

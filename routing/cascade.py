@@ -40,8 +40,14 @@ DEFAULT_TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0
 
 
 def answer_agreement(a: Optional[str], b: Optional[str]) -> float:
-    """Normalised agreement of two answers in [0, 1] (token F1; empty == empty)."""
-    return token_f1(a or "", b or "")
+    """Normalised agreement of two answers in [0, 1] (token F1; empty == empty).
+
+    None means "no recorded answer" and agrees with nothing: missing evidence must not
+    look like two experts abstaining together.
+    """
+    if a is None or b is None:
+        return 0.0
+    return token_f1(a, b)
 
 
 def pairwise_agreement(answers: Sequence[Sequence[Optional[str]]], experts: Sequence[int]) -> dict[tuple[int, int], np.ndarray]:

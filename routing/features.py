@@ -21,7 +21,18 @@ from routing.encoder import LayerEncoder
 from routing.layer_selection import LayerSelection, select_layers
 from routing.text_features import TEXT_FEATURE_NAMES, text_features
 
-_EPS = 1e-8
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Round fitted parameters to float32 at fit time: the checkpoint stores float32, and a
+    loaded featurizer must give exactly the features of the one that was saved."""
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+def _scale(std: np.ndarray) -> np.ndarray:
+    # A constant feature keeps scale 1: dividing by ~0 would turn float rounding into
+    # huge values instead of the 0 it should be.
+    return np.where(std > 1e-6, std, 1.0)
 
 
 class RouterFeaturizer:
@@ -85,8 +96,8 @@ class RouterFeaturizer:
         n_out = 0
         if self.use_text:
             T = text_features(questions, contexts)
-            self.text_mean_ = T.mean(axis=0)
-            self.text_scale_ = T.std(axis=0) + _EPS
+            self.text_mean_ = _f32(T.mean(axis=0))
+            self.text_scale_ = _f32(_scale(T.std(axis=0)))
             n_out += T.shape[1]
         self.layer_selection_: Optional[LayerSelection] = None
         if self.encoder is not None:
@@ -102,12 +113,12 @@ class RouterFeaturizer:
             else:
                 self.layers_ = [int(x) for x in self.layers]
                 E = self._encode(questions, contexts)
-            self.enc_mean_ = E.mean(axis=0)
+            self.enc_mean_ = _f32(E.mean(axis=0))
             Ec = E - self.enc_mean_
-            r = min(self.pca_components or Ec.shape[1], Ec.shape[0] - 1, Ec.shape[1])
+            r = max(1, min(self.pca_components or Ec.shape[1], Ec.shape[0] - 1, Ec.shape[1]))
             _, s, vt = np.linalg.svd(Ec, full_matrices=False)
-            self.enc_components_ = vt[:r]
-            self.enc_scale_ = s[:r] / np.sqrt(max(Ec.shape[0] - 1, 1)) + _EPS
+            self.enc_components_ = _f32(vt[:r])
+            self.enc_scale_ = _f32(_scale(s[:r] / np.sqrt(max(Ec.shape[0] - 1, 1))))
             n_out += r
         self.n_features_out_ = n_out
         return self
@@ -151,7 +162,7 @@ class RouterFeaturizer:
         }
         if self.layer_selection_ is not None:
             config["layer_scores"] = [
-                {"layer": s.layer, "fisher": s.fisher, "participation_ratio": s.participation_ratio, "score": s.score}
+                {"layer": s.layer, "fisher": s.fisher, "fisher_chance": s.fisher_chance, "participation_ratio": s.participation_ratio, "score": s.score}
                 for s in self.layer_selection_.scores
             ]
         tensors: dict[str, np.ndarray] = {}

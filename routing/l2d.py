@@ -74,6 +74,12 @@ class L2DRouter(BaseRouter):
     loss during training; it decides where on the cost/quality curve the rejector
     concentrates its capacity. `n_models` seeds are averaged to tame the variance of a
     few hundred training rows.
+
+    The defaults regularise hard (width 16, dropout 0.5, weight decay 0.5 on weights
+    only, 150 full-batch epochs). On the SQuAD replay, article-held-out, a width-64
+    net with light decay routed *worse than always using the best expert* even at
+    lambda = 0: the per-question signal is weak, and taking an argmin over eight noisy
+    estimates picks whichever expert the noise favours.
     """
 
     kind = "l2d"
@@ -106,7 +112,8 @@ class L2DRouter(BaseRouter):
     def fit(self, X: np.ndarray, f1: np.ndarray, costs: np.ndarray) -> "L2DRouter":
         X, f1, costs = check_fit_inputs(X, f1, costs)
         self.n_features_, self.n_experts_ = X.shape[1], f1.shape[1]
-        self.cost_scale_ = np.asarray(costs / (costs.max() if costs.max() > 0 else 1.0), dtype=np.float64)
+        # Rounded to float32 like everything a checkpoint stores, so save/load is exact.
+        self.cost_scale_ = (costs / (costs.max() if costs.max() > 0 else 1.0)).astype(np.float32).astype(np.float64)
         C = torch.as_tensor(target_costs(f1, costs, self.cost_weight), dtype=torch.float32)
         total = C.sum(dim=1)
         tau_mean = (total[:, None] - C).mean(dim=0)

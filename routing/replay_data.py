@@ -93,6 +93,24 @@ class ReplaySet:
         """Only the questions that every expert answered in the recording."""
         return self.subset(np.flatnonzero(self.covered.all(axis=1)))
 
+    def uncovered_as_wrong(self) -> "ReplaySet":
+        """Score uncovered cells F1 = EM = 0 instead of NaN.
+
+        For benchmarks over *all* questions: an expert with no recorded answer is one
+        that was never built to abstain (a SQuAD 1.1 system on an unanswerable
+        question), so in deployment it would answer something, and wrongly. Counting
+        it as empty instead would credit it with a correct abstention it cannot make.
+        """
+        return ReplaySet(
+            questions=self.questions,
+            expert_names=self.expert_names,
+            costs=self.costs.copy(),
+            f1=np.where(self.covered, self.f1, 0.0),
+            em=np.where(self.covered, self.em, 0.0),
+            answers=self.answers,
+            covered=self.covered.copy(),
+        )
+
 
 def _read_json(path: Path) -> object:
     try:

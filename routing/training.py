@@ -41,6 +41,8 @@ def train_router_checkpoint(
     if not 0 < calibration_fraction < 1:
         raise ValueError("calibration_fraction must lie strictly between 0 and 1")
     replay = load_replay(profile_dir, covered_only=covered_only)
+    if not covered_only:
+        replay = replay.uncovered_as_wrong()
     n = replay.n_questions
     n_cal = int(round(n * calibration_fraction))
     if n_cal < 2 or n - n_cal < 4:
@@ -78,8 +80,7 @@ def train_router_checkpoint(
         candidates=candidates,
         reference=reference,
         calibration_loss=np.clip(cal_loss, 0.0, 1.0),
-        # Uncovered cells (only with covered_only=False) count as unanswered: F1 0.
-        calibration_f1=np.nan_to_num(cal.f1, nan=0.0),
+        calibration_f1=cal.f1,
         calibration_seed=seed,
         info=info,
     )

@@ -37,7 +37,12 @@ class _TrunkNet(nn.Module):
 
 
 class SharedTrunkRouter(BaseRouter):
-    """Shared MLP trunk + per-expert sigmoid heads; a seeded ensemble of `n_models`."""
+    """Shared MLP trunk + per-expert sigmoid heads; a seeded ensemble of `n_models`.
+
+    Regularised hard by default for the same reason as `L2DRouter` (see there); heads
+    start at each expert's mean F1 so that shrinkage pulls towards the expert's average
+    quality rather than towards F1 = 0.5.
+    """
 
     kind = "trunk"
 

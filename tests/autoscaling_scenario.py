@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -33,16 +30,12 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from local_cluster import free_port, stop_cluster  # noqa: E402
+
 WORKER_TYPES = {
     "gpu_small": {"resources": {"CPU": 1, "GPU": 1, "gpu_small": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
     "gpu_large": {"resources": {"CPU": 1, "GPU": 1, "gpu_large": 1}, "node_config": {}, "min_workers": 0, "max_workers": 1},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_config(gcs_address: str) -> dict:
@@ -76,33 +69,6 @@ def cluster_config(gcs_address: str) -> dict:
         "head_start_ray_commands": [],
         "worker_start_ray_commands": [],
     }
-
-
-def our_processes(port: int) -> list[psutil.Process]:
-    mark = f":{port}"
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(mark in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
-def stop_cluster(port: int) -> None:
-    procs = our_processes(port)
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def worker_nodes() -> list[dict]:

@@ -57,6 +57,12 @@ def test_layer_selection_finds_the_separable_layer():
         assert sel.chosen == (good,)
         fisher = [s.fisher for s in sel.scores]
         assert fisher[good] > 3 * max(f for i, f in enumerate(fisher) if i != good)
+        # Noise layers score about what shuffled labels score; the real one far more.
+        for sc in sel.scores:
+            if sc.layer == good:
+                assert sc.fisher > 3 * sc.fisher_chance
+            else:
+                assert sc.fisher < 2 * sc.fisher_chance
 
 
 def test_participation_ratio_penalises_a_collapsed_layer():

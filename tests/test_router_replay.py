@@ -44,6 +44,13 @@ def test_covered_only_keeps_questions_every_expert_answered(tmp_path):
     assert rs.covered.all() and np.isfinite(rs.f1).all()
 
 
+def test_uncovered_cells_can_count_as_wrong(tmp_path):
+    rs = load_replay(write_replay(tmp_path / "r"), covered_only=False).uncovered_as_wrong()
+    # "partial" never answered the unanswerable c3: wrong, not a credited abstention.
+    assert rs.f1[2, 1] == 0.0 and rs.em[2, 1] == 0.0 and not rs.covered[2, 1]
+    assert rs.f1[2, 2] == 1.0  # the expert that did abstain keeps its credit
+
+
 def test_shared_replay_counts(squad_replay_dir):
     full = load_replay(squad_replay_dir, covered_only=False)
     covered = load_replay(squad_replay_dir)
