@@ -283,24 +283,24 @@ def run_job(
     readable, footer_rows, footer_unreadable = inspect_input(config, files)
     shards = plan_shards(files.filesystem, readable, int(config.execution.shard_mb * 1024 * 1024))
 
-    record = read_run_record(output) if resume else None
-    if record is None:
-        if overwrite:
-            clear_dir(output)
-        record = {
-            "run_id": new_run_id(),
-            "config_hash": config.config_hash(),
-            "config": config.model_dump(mode="json"),
-            "started_at": started_wall,
-            "attempts": 0,
-        }
-    record["attempts"] += 1
-    run_id = record["run_id"]
-    write_run_record(output, record)
-
     rows_in = rows_earlier = 0
     unreadable = {files.uri(p): r for p, r in footer_unreadable.items()}
     with ray_for(config, plan_resources(config)):
+        # Only now, with the plan known to fit, does anything get written.
+        record = read_run_record(output) if resume else None
+        if record is None:
+            if overwrite:
+                clear_dir(output)
+            record = {
+                "run_id": new_run_id(),
+                "config_hash": config.config_hash(),
+                "config": config.model_dump(mode="json"),
+                "started_at": started_wall,
+                "attempts": 0,
+            }
+        record["attempts"] += 1
+        run_id = record["run_id"]
+        write_run_record(output, record)
         from ray.data import DataContext
 
         ctx = DataContext.get_current()

@@ -9,6 +9,7 @@ import sys
 import pyarrow.dataset as pads
 
 from pipelines import exit_codes
+from routing.config import ConfigError
 from routing.squad import load_squad, score_predictions
 from routing.storage import filesystem_and_path
 
@@ -23,7 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_answers(output: str) -> tuple[dict[str, str | None], dict[str, str]]:
     fs, path = filesystem_and_path(output)
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["id", "answer", "expert"])
+    try:
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--predictions: cannot read {output} ({exc})") from None
+    if not dataset.files or "id" not in dataset.schema.names:
+        raise ConfigError(f"--predictions: {output} holds no routebatch output (no Parquet files with an id column)")
+    table = dataset.to_table(columns=["id", "answer", "expert"])
     answers: dict[str, str | None] = {}
     experts: dict[str, str] = {}
     for rid, answer, expert in zip(*(table.column(c).to_pylist() for c in ("id", "answer", "expert"))):

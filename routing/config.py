@@ -130,7 +130,7 @@ class ReplayExpert(_ExpertBase):
     kind: Literal["replay"]
     predictions: str = Field(description="JSON file {question_id: answer}; local or s3://.")
     batch_size: int = Field(default=256, ge=1)
-    resources: Resources = Resources(num_cpus=0.25)
+    resources: Resources = Resources(num_cpus=0.1)  # a dictionary lookup: many fit on a small node
 
 
 _ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -209,7 +209,7 @@ class OpenAICompatibleExpert(_ExpertBase):
         default=1.0, ge=0, description="First retry delay; doubles per retry (with jitter) unless Retry-After says otherwise."
     )
     temperature: float = Field(default=0.0, ge=0, le=2)
-    resources: Resources = Resources(num_cpus=0.25)
+    resources: Resources = Resources(num_cpus=0.1)  # a dictionary lookup: many fit on a small node
 
     @field_validator("base_url")
     @classmethod
