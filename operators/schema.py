@@ -24,6 +24,9 @@ WORK_SCHEMA = pa.schema(
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
         ("expert_seconds", pa.float64()),
+        # Unix time the expert finished the row's batch (null if no expert ran it): what
+        # a run report plots throughput over time from.
+        ("answered_at", pa.float64()),
         ("error", pa.string()),
         ("run_id", pa.string()),
     ]

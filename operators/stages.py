@@ -167,6 +167,7 @@ class AnswerWithExpert:
             "input_tokens": out.input_tokens,
             "output_tokens": out.output_tokens,
             "expert_seconds": [c.seconds for c in charges],
+            "answered_at": [time.time()] * len(idx),
             "error": out.errors,
         }
         return scatter_rows(batch, idx, updates)

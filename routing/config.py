@@ -334,6 +334,29 @@ class ExecutionSpec(_Strict):
     )
 
 
+class ServeSpec(_Strict):
+    """The online endpoint (`routebatch serve`): request limits and the small CPU shares
+    of its own replicas. Experts keep their `resources`, `pool` and `batch_size`.
+
+    Limits exist so that one oversized or malformed request is refused with a 4xx
+    before it can tie up an expert; CPU shares are fractional so that the ingress, the
+    router and the experts fit a 2-core machine beside Serve's own actors.
+    """
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted; larger gets 413.")
+    max_items: int = Field(default=64, ge=1, le=100_000, description="Most questions in one request; more gets 422.")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="How long a request waits for its answers before a 504.")
+    batch_wait_timeout_s: float = Field(
+        default=0.01, ge=0, description="How long an expert or the router waits to fill a batch from concurrent requests."
+    )
+    deploy_timeout_s: float = Field(
+        default=120.0, gt=0, description="Give up (and tear down) when the application is not running after this long."
+    )
+    ingress_num_cpus: float = Field(default=0.1, ge=0, description="CPU share of each HTTP ingress replica.")
+    router_num_cpus: float = Field(default=0.25, ge=0, description="CPU share of each router replica.")
+    router_replicas: int = Field(default=1, ge=1, description="Router replicas (each loads the router once).")
+
+
 class JobConfig(_Strict):
     input: InputSpec
     output: OutputSpec
@@ -341,6 +364,7 @@ class JobConfig(_Strict):
     router: RouterSpec
     ray: RaySpec = RaySpec()
     execution: ExecutionSpec = ExecutionSpec()
+    serve: ServeSpec = ServeSpec()
 
     @model_validator(mode="after")
     def _names_resolve(self) -> "JobConfig":
@@ -370,7 +394,9 @@ class JobConfig(_Strict):
 
     def config_hash(self) -> str:
         """A short stable hash of the resolved config, so two runs can be told apart."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # The endpoint's limits change nothing a batch run writes, so they stay out of
+        # the hash: tuning them must not stop an unfinished run from resuming.
+        blob = json.dumps(self.model_dump(mode="json", exclude={"serve"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
