@@ -209,7 +209,7 @@ class OpenAICompatibleExpert(_ExpertBase):
         default=1.0, ge=0, description="First retry delay; doubles per retry (with jitter) unless Retry-After says otherwise."
     )
     temperature: float = Field(default=0.0, ge=0, le=2)
-    resources: Resources = Resources(num_cpus=0.1)  # a dictionary lookup: many fit on a small node
+    resources: Resources = Resources(num_cpus=0.25)  # it mostly waits on the network
 
     @field_validator("base_url")
     @classmethod
