@@ -56,7 +56,9 @@ QUESTIONS = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", REPO.parent / "shared"
 MODELS = {"small": (2, 64, 2), "medium": (4, 128, 4), "large": (8, 128, 4)}
 EXPERT_SETS = {2: ["small", "large"], 3: ["small", "medium", "large"]}
 MAX_SEQ_LEN, DOC_STRIDE, WINDOW_BATCH = 256, 64, 16
+RAY_WORKER_NICENESS = 0  # set from --ray-worker-niceness
 RAY_TMPDIR = "/tmp/rbbench"  # short: Ray's unix socket paths must stay under ~100 chars
+MIN_ROWS_PER_FILE = 50_000  # proposed write_parquet(min_rows_per_file=...) when blocks are split
 ROW_BATCH = 64  # rows per call in every mode: the direct loop's batches and execution.batch_size
 
 
@@ -85,6 +87,11 @@ def thread_env(threads: int) -> dict[str, str]:
         # job waits for ever (seen here: 0 rows after 6 minutes). The V1 reader honours
         # the light-task CPU share. See bench/RESULTS.md (wiring change 1).
         RAY_DATA_USE_DATASOURCE_V2="0",
+        # Ray starts its workers at nice 15 by default; the direct loop runs at nice 0.
+        # On a machine shared with other busy processes that alone starves the Ray
+        # workers, so every process here runs at the same priority (0) unless
+        # --ray-worker-niceness says otherwise.
+        RAY_worker_niceness=str(RAY_WORKER_NICENESS),
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     return env
@@ -271,7 +278,7 @@ def child_raydata(plan: dict) -> None:
             batch_format="pyarrow",
             num_cpus=spec["resources"]["num_cpus"],
         )
-        .write_parquet(plan["out"], num_cpus=0.25)
+        .write_parquet(plan["out"], ray_remote_args={"num_cpus": 0.25})
     )
     job_s = time.perf_counter() - t_job
     t_down = time.perf_counter()
@@ -279,11 +286,50 @@ def child_raydata(plan: dict) -> None:
     _result(wall_s=time.perf_counter() - _T0, init_s=init_s, job_s=job_s, shutdown_s=time.perf_counter() - t_down, rows=plan["rows"])
 
 
+def _apply_proposed_wiring(plan: dict) -> None:
+    """Emulate the changes to the plan in pipelines/batch_job.py that RESULTS.md
+    proposes, so that they can be measured before they are wired in: with
+    `split_blocks`, the stream is cut into `batch`-row blocks right before the
+    duplicate-id stage (operators.rebatch.split_into_batches) and the writer gathers
+    blocks into files of at least MIN_ROWS_PER_FILE rows; with
+    `expert_batch_factor` k, the expert stages take k x `batch` rows per call
+    (operators.rebatch.expert_batch_rows). Both are no-ops once batch_job.py does the
+    same; without them the plan runs exactly as batch_job.py builds it."""
+    import ray.data
+
+    from operators.rebatch import expert_batch_rows, split_into_batches
+    from operators.stages import AnswerWithExpert, FlagDuplicateIds
+    from pipelines.resources import LIGHT_TASK_CPUS
+
+    original = ray.data.Dataset.map_batches
+    batch, factor, split = plan["batch"], plan.get("expert_batch_factor", 1), plan.get("split_blocks", False)
+
+    def map_batches(self, fn, *args, **kwargs):
+        if split and fn is FlagDuplicateIds:
+            self = split_into_batches(self, batch, LIGHT_TASK_CPUS)
+        if isinstance(fn, type) and issubclass(fn, AnswerWithExpert) and kwargs.get("batch_size"):
+            kwargs["batch_size"] = max(kwargs["batch_size"], expert_batch_rows(batch, factor))
+        return original(self, fn, *args, **kwargs)
+
+    ray.data.Dataset.map_batches = map_batches
+    if split:
+        original_write = ray.data.Dataset.write_parquet
+
+        def write_parquet(self, path, *args, **kwargs):
+            # Blocks of `batch` rows would otherwise become one output file each.
+            kwargs.setdefault("min_rows_per_file", MIN_ROWS_PER_FILE)
+            return original_write(self, path, *args, **kwargs)
+
+        ray.data.Dataset.write_parquet = write_parquet
+
+
 def child_routebatch(plan: dict) -> None:
     """The whole routebatch job (`run_job`), which starts and stops its own Ray."""
     from pipelines.batch_job import run_job
     from routing.config import parse_config
 
+    if plan.get("expert_batch_factor", 1) != 1 or plan.get("split_blocks"):
+        _apply_proposed_wiring(plan)
     cfg = parse_config(job_config(plan["corpus"], plan["out"], plan["experts"], plan["router"], plan["batch"]))
     t_job = time.perf_counter()
     summary = run_job(cfg, output=plan["out"], overwrite=True, progress=False)
@@ -328,6 +374,8 @@ def child_memory(plan: dict) -> None:
     from pipelines.batch_job import run_job
     from routing.config import parse_config
 
+    if plan.get("expert_batch_factor", 1) != 1 or plan.get("split_blocks"):
+        _apply_proposed_wiring(plan)
     cfg = parse_config(job_config(plan["corpus"], plan["out"], plan["experts"], plan["router"], plan["batch"], object_store_mb=plan["object_store_mb"]))
     t_job = time.perf_counter()
     summary = run_job(cfg, output=plan["out"], overwrite=True, progress=False)
@@ -359,7 +407,7 @@ CHILDREN = {
 # --------------------------------------------------------------------------- parent
 
 
-def run_child(mode: str, plan: dict, workdir: Path, threads: int, timeout: float = 3600, attempts: int = 3) -> dict:
+def run_child(mode: str, plan: dict, workdir: Path, threads: int, timeout: float = 1200, attempts: int = 3) -> dict:
     """Run one measurement in a fresh process; a failed attempt is reported and retried
     (on a shared machine another user's `ray stop --force` ends every Ray process)."""
     for attempt in range(1, attempts + 1):
@@ -367,7 +415,8 @@ def run_child(mode: str, plan: dict, workdir: Path, threads: int, timeout: float
             return _run_child_once(mode, plan, workdir, threads, timeout)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"  !! {mode} attempt {attempt} failed: {str(exc)[-1500:]}", flush=True)
-            if attempt == attempts:
+            transient = any(sign in str(exc) for sign in ("SIGTERM", "lost objects", "Terminated", "raylet", "GCS", "TimeoutExpired"))
+            if attempt == attempts or not transient:
                 raise
     raise AssertionError("unreachable")
 
@@ -451,13 +500,25 @@ def median(results: list[dict], key: str = "wall_s") -> float:
     return statistics.median(r[key] for r in results)
 
 
+def _label_path(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
+
+
+# Actors per expert pool, sized to each expert's share of the work as an operator would
+# size them: the 8-layer expert does most of it (see RESULTS.md), so it gets 2 actors.
+POOLS = {"small": 1, "medium": 1, "large": 2}
+EXPERT_CPUS = 0.35  # per actor: 4 actors + dedupe + router + one light task = 2.0 CPUs
+
+
 def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     models = build_models(workdir)
     corpus, n_rows = write_corpus(workdir, args.copies)
     routers = {k: rule_router(corpus, names) for k, names in EXPERT_SETS.items()}
     threads = args.threads
     print(f"corpus: {n_rows} questions ({args.copies} x squad_replay) in {corpus}; threads per model process: {threads}")
-    print(f"routers: {json.dumps(routers)}", flush=True)
+    print(f"routers: {json.dumps(routers)}")
+    print(f"pools (actors per expert): {POOLS}, {EXPERT_CPUS} CPU each; execution.batch_size {ROW_BATCH}; "
+          f"windows per forward pass {WINDOW_BATCH}; max_seq_len {MAX_SEQ_LEN}, doc_stride {DOC_STRIDE}", flush=True)
 
     one_batch = workdir / "corpus-one-batch"
     if not one_batch.exists():
@@ -468,34 +529,39 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         pq.write_table(pads.dataset(corpus).head(ROW_BATCH), one_batch / "part-000.parquet")
 
     def experts_for(k: int) -> list[dict]:
-        # Two model processes on two cores whatever the expert count: each expert's pool
-        # is one actor; the CPU shares only tell Ray the pools fit beside the light stages.
-        return [expert_spec(n, models[n], num_cpus=0.5) for n in EXPERT_SETS[k]]
+        return [expert_spec(n, models[n], num_cpus=EXPERT_CPUS, min_actors=POOLS[n], max_actors=POOLS[n]) for n in EXPERT_SETS[k]]
 
-    single = expert_spec("large", models["large"], num_cpus=0.5, min_actors=2, max_actors=2)
     runs: list[tuple[str, str, dict, int]] = []  # (label, mode, plan, threads)
     for k in args.experts:
         base = {"corpus": corpus, "rows": n_rows, "batch": ROW_BATCH, "router": routers[k], "experts": experts_for(k)}
         runs.append((f"direct T=1, {k} experts", "direct", base, 1))
         if not args.quick:
             runs.append((f"direct T=2, {k} experts", "direct", base, 2))
-        runs.append((f"routebatch, {k} experts", "routebatch", base, threads))
+        runs.append((f"routebatch as built, {k} experts", "routebatch", base, threads))
+        if not args.quick:
+            runs.append((f"routebatch + split, {k} experts", "routebatch", {**base, "split_blocks": True}, threads))
+        runs.append((f"routebatch + split + expert batch x{k}, {k} experts", "routebatch",
+                     {**base, "split_blocks": True, "expert_batch_factor": k}, threads))
+    single = expert_spec("large", models["large"], num_cpus=EXPERT_CPUS, min_actors=2, max_actors=2)
     single_plan = {"corpus": corpus, "rows": n_rows, "batch": ROW_BATCH, "experts": [single],
                    "router": {"kind": "fixed", "expert": "large"}}
     runs.append(("raydata single model (large, 2 actors)", "raydata", single_plan, threads))
     runs.append(("routebatch fixed router (large, 2 actors)", "routebatch", single_plan, threads))
     runs.append(("ray.init + shutdown", "rayinit", {}, threads))
     k0 = args.experts[0]
-    runs.append((f"routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)", "routebatch",
-                 {"corpus": str(one_batch), "rows": ROW_BATCH, "batch": ROW_BATCH, "router": routers[k0], "experts": experts_for(k0)}, threads))
+    fixed_label = f"routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)"
+    if not args.quick:
+        runs.append((fixed_label, "routebatch",
+                     {"corpus": str(one_batch), "rows": ROW_BATCH, "batch": ROW_BATCH, "router": routers[k0], "experts": experts_for(k0)}, threads))
+
+    def variants(k: int) -> list[str]:
+        return [label for label, *_ in runs if label.startswith("routebatch ") and label.endswith(f", {k} experts")]
 
     results: dict[str, list[dict]] = {label: [] for label, *_ in runs}
     outputs: dict[str, str] = {}
     for rep in range(args.repeats):
         for label, mode, plan, t in runs:  # interleaved, so slow spells of a shared machine hit every run alike
-            out = str(workdir / "out" / f"{label.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '').replace('=', '')}-{rep}")
-            if mode == "direct":
-                out += ".parquet"
+            out = str(workdir / "out" / f"{_label_path(label)}-{rep}") + (".parquet" if mode == "direct" else "")
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             res = run_child(mode, {**plan, "out": out}, workdir, t)
             res["rep"] = rep
@@ -505,7 +571,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             print(f"  [{rep}] {label}: wall {res['wall_s']:.1f} s, {qps:.1f} q/s  {json.dumps({k: v for k, v in res.items() if k not in ('wall_s', 'rep')})}", flush=True)
 
     print()
-    print(f"{'run':<48} {'rows':>7} {'wall s (median)':>16} {'q/s':>8}   all walls")
+    print(f"{'run':<52} {'rows':>6} {'wall s (median)':>16} {'q/s':>7}   all walls")
     qps: dict[str, float] = {}
     for label, *_ in runs:
         rs = results[label]
@@ -513,31 +579,36 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rows = rs[0].get("rows", 0)
         qps[label] = rows / wall if rows else float("nan")
         walls = ", ".join(f"{r['wall_s']:.1f}" for r in rs)
-        print(f"{label:<48} {rows:>7} {wall:>16.1f} {qps[label]:>8.1f}   {walls}")
+        print(f"{label:<52} {rows:>6} {wall:>16.1f} {qps[label]:>7.1f}   {walls}")
     print()
     ratios: dict[str, float] = {}
+    single_qps = qps["raydata single model (large, 2 actors)"]
     for k in args.experts:
-        rb = qps[f"routebatch, {k} experts"]
         d1 = qps[f"direct T=1, {k} experts"]
         best = max(d1, qps.get(f"direct T=2, {k} experts", 0.0))
-        ratios[f"routebatch/direct(T=1), {k} experts"] = rb / d1
-        ratios[f"routebatch/best direct, {k} experts"] = rb / best
-        ratios[f"routebatch/raydata single (large), {k} experts"] = rb / qps["raydata single model (large, 2 actors)"]
-    ratios["routebatch fixed/raydata single (large)"] = qps["routebatch fixed router (large, 2 actors)"] / qps["raydata single model (large, 2 actors)"]
+        for variant in variants(k):
+            ratios[f"{variant} / direct T=1"] = qps[variant] / d1
+            if not args.quick:
+                ratios[f"{variant} / best direct (T=1 or T=2)"] = qps[variant] / best
+            ratios[f"{variant} / raydata single (large)"] = qps[variant] / single_qps
+    ratios["routebatch fixed router / raydata single (large)"] = qps["routebatch fixed router (large, 2 actors)"] / single_qps
     for name, value in ratios.items():
-        print(f"ratio {name:<52} {value:.3f}")
+        print(f"ratio {name:<70} {value:.3f}")
     overhead_ms = (median(results["routebatch fixed router (large, 2 actors)"]) - median(results["raydata single model (large, 2 actors)"])) * 1000 / n_rows
-    print(f"routing overhead, whole job: (routebatch fixed router - raydata single) / rows = {overhead_ms:.2f} ms/question")
+    print(f"routing overhead, whole job: (routebatch fixed router - raydata single) wall / rows = {overhead_ms:.2f} ms/question")
     init = results["ray.init + shutdown"]
-    print(f"Ray fixed costs: ray.init {median(init, 'init_s'):.1f} s + shutdown {median(init, 'shutdown_s'):.1f} s (median); "
-          f"whole routebatch job on {ROW_BATCH} rows: {median(results[f'routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)']):.1f} s")
+    line = f"Ray fixed costs: ray.init {median(init, 'init_s'):.1f} s + ray.shutdown {median(init, 'shutdown_s'):.1f} s (medians)"
+    if fixed_label in results:
+        line += f"; whole routebatch job ({k0} experts) on {ROW_BATCH} rows: {median(results[fixed_label]):.1f} s"
+    print(line)
     for k in args.experts:
         d = results[f"direct T=1, {k} experts"]
-        print(f"direct T=1, {k} experts: model loading {median(d, 'load_s'):.1f} s, routing {median(d, 'route_s') * 1000 / n_rows:.3f} ms/question (in-process)")
-        agree = agreement(outputs[f"direct T=1, {k} experts"], outputs[f"routebatch, {k} experts"])
-        print(f"routebatch vs direct, {k} experts: same expert {agree['same_expert']:.2%}, same answer {agree['same_answer']:.2%} of {agree['rows']} rows")
+        print(f"direct T=1, {k} experts: model loading {median(d, 'load_s'):.1f} s; rule routing in-process {median(d, 'route_s') * 1000 / n_rows:.4f} ms/question")
+        for variant in variants(k):
+            agree = agreement(outputs[f"direct T=1, {k} experts"], outputs[variant])
+            print(f"{variant} vs direct: same expert {agree['same_expert']:.2%}, same answer {agree['same_answer']:.2%} of {agree['rows']} rows")
     costs = stage_costs(corpus, routers[max(args.experts)], EXPERT_SETS[max(args.experts)])
-    print("non-model stage costs in-process (ms/question): " + ", ".join(f"{k} {v:.3f}" for k, v in costs.items()))
+    print("non-model stages in-process, ms/question: " + ", ".join(f"{k} {v:.4f}" for k, v in costs.items()))
     return {"results": results, "qps": qps, "ratios": ratios, "routing_overhead_ms": overhead_ms, "stage_costs_ms": costs}
 
 
@@ -610,10 +681,10 @@ def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one repeat, 2 copies of the questions, no T=2 direct run, no memory run")
+    p.add_argument("--quick", action="store_true", help="one repeat, 2 copies of the questions, 2 experts only, no T=2 direct run, no memory run")
     p.add_argument("--copies", type=int, help="corpus = this many copies of the 950 questions (default 8; 2 with --quick)")
     p.add_argument("--repeats", type=int, help="repeats of every run (default 3; 1 with --quick)")
-    p.add_argument("--experts", default="2,3", help="expert counts to run routebatch with (default 2,3)")
+    p.add_argument("--experts", help="expert counts to run routebatch with (default 2,3; 2 with --quick)")
     p.add_argument("--threads", type=int, default=1, help="threads per model process for the Ray runs (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory run (it is skipped with --quick)")
     p.add_argument("--memory-only", action="store_true", help="only the memory run")
@@ -621,6 +692,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--memory-batch", type=int, default=1024, help="execution.batch_size of the memory run")
     p.add_argument("--memory-shard-rows", type=int, default=10000)
     p.add_argument("--memory-repeats", type=int, default=1)
+    p.add_argument("--ray-worker-niceness", type=int, default=0,
+                   help="nice value of Ray's worker processes (Ray's own default is 15; 0 = the direct loop's priority)")
     p.add_argument("--workdir", help="where models, corpora and outputs go (default: a new temp dir)")
     p.add_argument("--json", help="also write every raw figure here")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -631,9 +704,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         CHILDREN[args.child](json.loads(Path(args.plan).read_text()))
         return 0
 
+    global RAY_WORKER_NICENESS
+    RAY_WORKER_NICENESS = args.ray_worker_niceness
     args.copies = args.copies or (2 if args.quick else 8)
     args.repeats = args.repeats or (1 if args.quick else 3)
-    args.experts = [int(k) for k in args.experts.split(",")]
+    args.experts = [int(k) for k in (args.experts or ("2" if args.quick else "2,3")).split(",")]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="routebatch-bench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -38,10 +38,11 @@ def select_device() -> torch.device:
 
 
 def _unusable(question: object, context: object) -> Optional[str]:
+    # Written "kind: detail" like every row error, so the summary counts it by kind.
     if not isinstance(question, str) or not question.strip():
-        return "question is missing or empty"
+        return "invalid_row: question is missing or empty"
     if not isinstance(context, str) or not context.strip():
-        return "context is missing or empty"
+        return "invalid_row: context is missing or empty"
     return None
 
 
@@ -126,8 +127,26 @@ class HFExtractiveQARunner:
             try:
                 windows.extend(encode([i]))
             except Exception as exc:
-                errors[i] = f"cannot tokenise this question/context pair: {exc}"
+                errors[i] = self._tokenise_error(questions[i], exc)
         return windows
+
+    def _tokenise_error(self, question: str, exc: Exception) -> str:
+        """The row's error when its pair cannot be cut into windows.
+
+        The usual cause is a question so long that a `max_seq_len` window has no room
+        left for context (the tokenizer only says "Sequence to truncate too short"),
+        so the message counts the question's tokens and names the setting to change.
+        """
+        n_question = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+        if n_question + self.tokenizer.num_special_tokens_to_add(pair=True) >= self.spec.max_seq_len:
+            detail = (
+                f"the question has {n_question} tokens, which leaves no room for context in a "
+                f"max_seq_len={self.spec.max_seq_len} window; shorten the question or raise "
+                f"experts.{self.spec.name}.max_seq_len"
+            )
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return f"expert_error: {self.spec.name}: cannot tokenise this question/context pair: {detail}"[:500]
 
     def _run_model(
         self, windows: list[EncodedWindow]

@@ -18,6 +18,13 @@ from routing.config import ColumnMapping
 from routing.validation import INVALID_INPUT, check_row
 
 
+# What `json.loads` raises besides JSONDecodeError on hostile input: ValueError for an
+# integer beyond Python's 4300-digit limit, UnicodeDecodeError for bytes that are not
+# UTF-8, RecursionError for arrays nested some thousand levels deep. Each would
+# otherwise fail the whole read task, and the job with it.
+_JSON_FAILURES = (ValueError, RecursionError)
+
+
 def _row(values: dict, columns: ColumnMapping, source: str, run_id: str) -> dict:
     checked = check_row(values.get(columns.id), values.get(columns.question), values.get(columns.context))
     return empty_row(
@@ -43,8 +50,9 @@ def parse_jsonl(data: bytes, path: str, columns: ColumnMapping, run_id: str) -> 
             continue
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            rows.append(empty_row(source=source, run_id=run_id, error=f"{INVALID_INPUT}: line {line_no} is not valid JSON ({exc.msg})"))
+        except _JSON_FAILURES as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else f"{type(exc).__name__}: {exc}"
+            rows.append(empty_row(source=source, run_id=run_id, error=f"{INVALID_INPUT}: line {line_no} is not valid JSON ({reason[:200]})"))
             continue
         if not isinstance(obj, dict):
             rows.append(empty_row(source=source, run_id=run_id, error=f"{INVALID_INPUT}: line {line_no} is a JSON {type(obj).__name__}, not an object"))
@@ -61,8 +69,8 @@ def parse_squad(data: bytes, path: str, run_id: str) -> list[dict]:
     """Rows from a SQuAD v1.1/v2.0 document. Columns are fixed by the format."""
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnreadableFile(f"not valid SQuAD JSON: {exc}") from None
+    except _JSON_FAILURES as exc:
+        raise UnreadableFile(f"not valid SQuAD JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UnreadableFile("not SQuAD JSON: expected an object with a 'data' list")
     rows = []
@@ -91,6 +99,21 @@ def parse_squad(data: bytes, path: str, run_id: str) -> list[dict]:
     return rows
 
 
+def _column_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values, surviving string columns with invalid UTF-8.
+
+    Parquet writers need not validate UTF-8, and Arrow does not check it on read, so
+    `to_pylist` can fail on one bad value and take the whole batch with it. Such a
+    column is read as bytes instead, decoded with `surrogateescape`, and `check_row`
+    then flags exactly the rows whose values are not valid text.
+    """
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+        return [None if v is None else v.decode("utf-8", "surrogateescape") for v in column.cast(binary).to_pylist()]
+
+
 def normalize_table(table: pa.Table, columns: ColumnMapping, run_id: str, path_column: Optional[str] = "path") -> pa.Table:
     """Parquet batches: rename the mapped columns and check every row.
 
@@ -99,7 +122,7 @@ def normalize_table(table: pa.Table, columns: ColumnMapping, run_id: str, path_c
     names = set(table.column_names)
 
     def col(name: str) -> list[Any]:
-        return table.column(name).to_pylist() if name in names else [None] * table.num_rows
+        return _column_values(table.column(name)) if name in names else [None] * table.num_rows
 
     ids, questions, contexts = col(columns.id), col(columns.question), col(columns.context)
     paths = col(path_column) if path_column and path_column in names else [None] * table.num_rows

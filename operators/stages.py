@@ -7,8 +7,9 @@ plan that wires them together lives in `pipelines/batch_job.py`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -134,17 +135,80 @@ def _run_isolating_failures(runner: ExpertRunner, name: str, ids: list, question
         )
 
 
+def call_with_timeout(fn: Callable[[], RunnerOutput], timeout_s: float, name: str) -> tuple[bool, Optional[RunnerOutput]]:
+    """(finished, result) of `fn()` run in a daemon thread and waited for `timeout_s`.
+
+    Python cannot stop a thread, so a call that overruns is abandoned, not killed: it
+    keeps running in the background, holding whatever it holds (a connection slot, a
+    forward pass), and its result is thrown away when it ends. The thread is a daemon
+    so that a call hung for good never keeps the actor's process from exiting.
+    Exceptions from `fn` are re-raised in the caller.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box["result"]
+
+
 class AnswerWithExpert:
     """One expert's pool: answers the rows routed to it, passes every other row through
-    untouched, and prices what it answered."""
+    untouched, and prices what it answered.
 
-    def __init__(self, spec: HFExtractiveQAExpert | ReplayExpert) -> None:
+    With `batch_timeout_s` (execution.batch_timeout_s), a call to the runner that
+    overruns turns the rows it was answering into `expert_error: timeout ...` errors
+    and the stage moves on, so one hung request or model call cannot stall the job.
+    The overrunning call is abandoned in its thread (see `call_with_timeout`) and the
+    runner is reused for the next batch while it may still be running: every runner
+    must tolerate that (the HTTP runner's thread pool and the HF runners' inference
+    do). Calls still hanging are counted in the warning each timeout logs.
+    """
+
+    batch_timeout_s: Optional[float] = None  # a class default too, for stages built without __init__
+
+    def __init__(self, spec: HFExtractiveQAExpert | ReplayExpert, batch_timeout_s: Optional[float] = None) -> None:
         self.spec = spec
+        self.batch_timeout_s = batch_timeout_s
         self.runner = build_runner(spec)
 
+    def _answer(self, ids: list, questions: list, contexts: list) -> RunnerOutput:
+        def call() -> RunnerOutput:
+            return _run_isolating_failures(self.runner, self.spec.name, ids, questions, contexts)
+
+        if self.batch_timeout_s is None:
+            return call()
+        name = f"expert-{self.spec.name}-batch"
+        finished, out = call_with_timeout(call, self.batch_timeout_s, name)
+        if finished:
+            assert out is not None
+            return out
+        still_running = sum(1 for t in threading.enumerate() if t.name == name)
+        n = len(ids)
+        log.warning(
+            "expert %s: a batch of %d row(s) overran execution.batch_timeout_s=%g s; its rows get errors "
+            "(%d overrunning call(s) still running in the background)",
+            self.spec.name, n, self.batch_timeout_s, still_running,
+        )
+        msg = (
+            f"expert_error: timeout after {self.batch_timeout_s:g} s: expert {self.spec.name} did not answer "
+            f"its batch of {n} row(s) within execution.batch_timeout_s"
+        )
+        return RunnerOutput(answers=[None] * n, scores=[None] * n, input_tokens=[0] * n, output_tokens=[0] * n, errors=[msg] * n)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        mine = pc.fill_null(pc.equal(batch.column("expert"), self.spec.name), False)
-        idx = np.flatnonzero(mine.to_numpy(zero_copy_only=False))
+        mine = pc.equal(batch.column("expert"), self.spec.name).to_numpy(zero_copy_only=False)
+        idx = np.flatnonzero(np.nan_to_num(mine.astype(float)) > 0)
         if len(idx) == 0:
             return batch
         take = pa.array(idx)
@@ -153,49 +217,27 @@ class AnswerWithExpert:
         contexts = batch.column("context").take(take).to_pylist()
 
         started = time.perf_counter()
-        out = _run_isolating_failures(self.runner, self.spec.name, ids, questions, contexts)
+        out = self._answer(ids, questions, contexts)
         seconds = time.perf_counter() - started
         charges = charge_rows(
             self.spec.cost, self.spec.resources.num_gpus, seconds, out.input_tokens, out.output_tokens,
             answered=[e is None for e in out.errors],
         )
 
-        updates = {
-            "answer": out.answers,
-            "score": out.scores,
-            "cost_usd": [c.cost_usd for c in charges],
-            "input_tokens": out.input_tokens,
-            "output_tokens": out.output_tokens,
-            "expert_seconds": [c.seconds for c in charges],
-            "answered_at": [time.time()] * len(idx),
-            "error": out.errors,
-        }
-        return scatter_rows(batch, idx, updates)
-
-
-def scatter_rows(batch: pa.Table, idx: np.ndarray, updates: dict[str, list]) -> pa.Table:
-    """`batch` with `updates[name][k]` written into row `idx[k]` of column `name`.
-
-    Done with Arrow kernels rather than by round-tripping whole columns through Python
-    lists: every expert stage sees every row of the batch (the others' rows pass
-    through), so per-row Python work here is paid once per row per expert, and it was
-    the largest per-row cost of the expert stage (bench/RESULTS.md).
-    """
-    n = batch.num_rows
-    if len(idx) == n:  # every row is this expert's: the new columns replace the old
-        for name, values in updates.items():
+        cols = {name: batch.column(name).to_pylist() for name in ("answer", "score", "cost_usd", "input_tokens", "output_tokens", "expert_seconds", "answered_at", "error")}
+        answered_at = time.time()
+        for k, i in enumerate(idx):
+            cols["answer"][i] = out.answers[k]
+            cols["score"][i] = out.scores[k]
+            cols["cost_usd"][i] = charges[k].cost_usd
+            cols["input_tokens"][i] = out.input_tokens[k]
+            cols["output_tokens"][i] = out.output_tokens[k]
+            cols["expert_seconds"][i] = charges[k].seconds
+            cols["answered_at"][i] = answered_at
+            cols["error"][i] = out.errors[k]
+        for name, values in cols.items():
             batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, WORK_SCHEMA.field(name).type))
         return batch
-    position = np.full(n, -1, dtype=np.int64)
-    position[idx] = np.arange(len(idx))
-    mine = pa.array(position >= 0)
-    # Rows that are not ours take a null from the update column, then keep their own value.
-    spread = pa.array(position, mask=position < 0)
-    for name, values in updates.items():
-        field_index = batch.schema.get_field_index(name)
-        new = pa.array(values, WORK_SCHEMA.field(name).type).take(spread)
-        batch = batch.set_column(field_index, name, pc.if_else(mine, new, batch.column(name).combine_chunks()))
-    return batch
 
 
 def drop_context(batch: pa.Table) -> pa.Table:

@@ -27,7 +27,8 @@ from operators.stages import (
 )
 from operators.read_input import normalize_table
 from operators.stages import parse_files
-from pipelines.input_files import InputFiles, parquet_row_counts, resolve_input
+from pipelines.input_files import InputFiles, parquet_row_counts, parquet_schema_groups, resolve_input
+from pipelines.preflight_checks import check_exists, check_local_model, check_output_location, check_router_checkpoint
 from pipelines.resources import (
     DEDUPE_ACTOR_CPUS,
     LIGHT_TASK_CPUS,
@@ -85,18 +86,19 @@ def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = Fa
     seconds, not a cluster's start-up."""
     files = resolve_input(config.input)
     for e in config.experts:
-        if isinstance(e, ReplayExpert) and not exists(e.predictions):
-            raise ConfigError(f"experts.{e.name}.predictions: {e.predictions} does not exist; point it at a JSON file of recorded answers")
-        if isinstance(e, (HFExtractiveQAExpert, HFCausalLMExpert)) and e.model.startswith(("/", ".", "~")) and not os.path.isdir(e.model):
-            raise ConfigError(f"experts.{e.name}.model: local model directory {e.model} does not exist; use a hub id or a saved model directory")
+        if isinstance(e, ReplayExpert):
+            check_exists(f"experts.{e.name}.predictions", e.predictions, "point it at a JSON file of recorded answers")
+        if isinstance(e, (HFExtractiveQAExpert, HFCausalLMExpert)) and e.model.startswith(("/", ".", "~")):
+            check_local_model(f"experts.{e.name}.model", e.model)
         if isinstance(e, OpenAICompatibleExpert):
             from operators.openai_compat import api_key_problem
 
             problem = api_key_problem(e)
             if problem:
                 raise ConfigError(problem)
-    if getattr(config.router, "checkpoint", None) and not exists(join(config.router.checkpoint, "router.json")):
-        raise ConfigError(f"router.checkpoint: {config.router.checkpoint} holds no trained router (router.json); train one with `routebatch train-router`")
+    if getattr(config.router, "checkpoint", None):
+        check_router_checkpoint(config.router, [e.name for e in config.experts])
+    check_output_location(output)
     record = read_run_record(output)
     if resume and record is not None:
         # Resuming a run that has nothing left to do only re-writes its summary, so a
@@ -178,12 +180,17 @@ def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id:
     light = {"num_cpus": LIGHT_TASK_CPUS}
     if config.input.format == "parquet":
         cols = config.input.columns
-        ds = ray.data.read_parquet(
-            readable, filesystem=files.filesystem, include_paths=True, **light
-        ).select_columns(list(dict.fromkeys([cols.id, cols.question, cols.context, "path"])))
-        ds = ds.map_batches(
-            _normalize_batch, fn_kwargs={"columns": cols, "run_id": run_id}, batch_format="pyarrow", batch_size=batch, **light
-        )
+        # One read per schema: files that disagree on a column's type cannot share a
+        # read_parquet (see parquet_schema_groups); each group becomes work rows first.
+        parts = [
+            ray.data.read_parquet(group, filesystem=files.filesystem, include_paths=True, **light)
+            .select_columns(list(dict.fromkeys([cols.id, cols.question, cols.context, "path"])))
+            .map_batches(
+                _normalize_batch, fn_kwargs={"columns": cols, "run_id": run_id}, batch_format="pyarrow", batch_size=batch, **light
+            )
+            for group in parquet_schema_groups(files, readable)
+        ]
+        ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     else:
         ds = ray.data.read_binary_files(readable, filesystem=files.filesystem, include_paths=True, **light)
         ds = ds.map_batches(
@@ -231,6 +238,7 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
         ds = ds.map_batches(
             expert_stage_class(expert.name),
             fn_constructor_args=(expert,),
+            fn_constructor_kwargs={"batch_timeout_s": config.execution.batch_timeout_s},
             compute=ActorPoolStrategy(min_size=expert.pool.min_actors, max_size=expert.pool.max_actors),
             batch_format="pyarrow",
             batch_size=batch,

@@ -26,6 +26,9 @@ COMMAND_MODULES = (
     "pipelines.split_replay_command",
     "pipelines.train_router_command",
     "pipelines.bench_router_command",
+    "pipelines.serve_command",
+    "pipelines.report_command",
+    "pipelines.demo_command",
 )
 
 def build_parser() -> argparse.ArgumentParser:

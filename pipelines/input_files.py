@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -55,7 +56,8 @@ def resolve_input(spec: InputSpec) -> InputFiles:
                 exts = EXTENSIONS[spec.format]
                 paths = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(exts)]
     except OSError as exc:
-        raise ConfigError(f"input.path: cannot list {spec.path}: {exc}") from None
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"input.path: cannot list {spec.path} ({reason}); check the path and that these credentials may read it") from None
     paths = sorted(p for p in paths if not _hidden(p))
     if not paths:
         raise ConfigError(
@@ -85,3 +87,30 @@ def parquet_row_counts(files: InputFiles, columns: list[str]) -> tuple[dict[str,
         else:
             counts[path] = rows
     return counts, bad
+
+
+def parquet_schema_groups(files: InputFiles, paths: list[str]) -> list[list[str]]:
+    """`paths` grouped by their files' Arrow schemas, groups in order of first file.
+
+    Ray Data unifies the schemas of the files one `read_parquet` reads, before reading
+    any row, and fails the whole read when two files disagree on a column's type (an
+    integer `id` in one file, strings in the rest: "Unable to merge: Field id has
+    incompatible types"). Reading each group on its own and turning every group into
+    the one work schema before the groups meet keeps such files readable, with the
+    per-row checks deciding what their values are worth. A corpus of one schema (the
+    usual case) is one group. Footers are read in parallel: on S3 each is a round trip.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def schema_of(path: str) -> pa.Schema:
+        with files.filesystem.open_input_file(path) as fh:
+            return pq.read_schema(fh).remove_metadata()
+
+    if len(paths) <= 1:
+        return [list(paths)] if paths else []
+    with ThreadPoolExecutor(max_workers=min(len(paths), 16)) as pool:
+        schemas = list(pool.map(schema_of, paths))
+    groups: dict[pa.Schema, list[str]] = {}
+    for path, schema in zip(paths, schemas):
+        groups.setdefault(schema, []).append(path)
+    return list(groups.values())

@@ -91,6 +91,16 @@ def _answer_all(workers: dict[str, Any], names: list[str], rows: list[SampleRow]
     return {n: ray.get(ref).select(["answer", "cost_usd", "input_tokens", "output_tokens", "expert_seconds", "error"]).to_pylist() for n, ref in refs.items()}
 
 
+def _progress_line(rounds: list[dict], sampled: int, results: dict[str, dict[str, dict]], since: float, active: list[str]) -> str:
+    """One line per profiling round: questions done, expert answers per second, and
+    what profiling has cost so far, so a long profile shows it is moving and what it spends."""
+    done = sum(r["items"] for r in rounds)
+    answers = sum(r["items"] * len(r["experts"]) for r in rounds)
+    spent = sum(res["cost_usd"] or 0.0 for per_id in results.values() for res in per_id.values())
+    rate = answers / max(time.time() - since, 1e-9)
+    return f"profiled {done}/{sampled} questions ({answers} expert answers, {rate:.1f}/s), cost so far ${spent:.6f}; active: {', '.join(active)}"
+
+
 def run_profile(
     config: JobConfig,
     *,
@@ -130,6 +140,7 @@ def run_profile(
         batches = [sample[i : i + batch] for i in range(0, len(sample), batch)]
 
         results: dict[str, dict[str, dict]] = {n: {} for n in names}
+        profiling_started = time.time()  # rates include the workers' start-up, which the first round waits for
         first = _answer_all(workers, names, batches[0])
         for n in names:
             for row, res in zip(batches[0], first[n]):
@@ -149,6 +160,7 @@ def run_profile(
         for n in profiler.candidates:
             profiler.observe(n, agree(n, batches[0]))
         rounds = [{"items": len(batches[0]), "experts": names}]
+        print(_progress_line(rounds, len(sample), results, profiling_started, names), flush=True)
         stopped = "sample exhausted"
         for rows in batches[1:]:
             if adaptive and profiler.should_stop():
@@ -162,7 +174,7 @@ def run_profile(
             for n in active[1:]:
                 profiler.observe(n, agree(n, rows))
             rounds.append({"items": len(rows), "experts": active})
-            print(f"profiled {sum(r['items'] for r in rounds)}/{len(sample)} questions; active: {', '.join(active)}", flush=True)
+            print(_progress_line(rounds, len(sample), results, profiling_started, active), flush=True)
         for w in workers.values():
             ray.kill(w)
 

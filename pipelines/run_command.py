@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run at the output path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs of scheduled jobs)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML run report (RUN_DIR/_report/report.html)")
     p.set_defaults(func=_run)
 
 
@@ -61,4 +62,9 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print(format_summary(summary))
+    if not args.no_report:
+        from pipelines.report import report_after_run
+
+        # With --json, stdout is the summary alone, for machines; the pointer goes to stderr.
+        print(report_after_run(summary.output), file=sys.stderr if args.json else sys.stdout)
     return summary.exit_code

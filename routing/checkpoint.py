@@ -244,6 +244,17 @@ class RoutingPolicy:
         names = self._ckpt.expert_names
         return [names[i] for i in self.route_indices(questions, contexts)]
 
+    def scores(self, questions: Sequence[str], contexts: Sequence[str]) -> list[dict[str, float]]:
+        """Per question, each expert's predicted loss (1 - expected F1): what `route`
+        weighs against lambda x cost. The online endpoint returns it so a caller can see
+        why an expert was chosen; it does not take part in the choice itself."""
+        if not questions:
+            return []
+        X = self._ckpt.featurizer.transform(list(questions), list(contexts))
+        loss = self._ckpt.router.predict_loss(X)
+        names = self._ckpt.expert_names
+        return [{n: float(v) for n, v in zip(names, row)} for row in np.asarray(loss, dtype=np.float64)]
+
 
 # -- validation helpers -----------------------------------------------------------------
 

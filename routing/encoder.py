@@ -100,7 +100,10 @@ class LayerEncoder:
             return
         from transformers import AutoModel, AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        # Never remote code: the encoder's path comes from a checkpoint, which may come
+        # from anywhere (routing/checkpoint.py), so tokenizer and config are held to the
+        # same rule as the weights.
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=False)
         self._model = AutoModel.from_pretrained(self.model_path, use_safetensors=True, trust_remote_code=False)
         self._model.eval().to(self.device)
 
@@ -109,7 +112,7 @@ class LayerEncoder:
         """Number of hidden-state tensors: the embedding output plus one per block."""
         from transformers import AutoConfig
 
-        return int(AutoConfig.from_pretrained(self.model_path).num_hidden_layers) + 1
+        return int(AutoConfig.from_pretrained(self.model_path, trust_remote_code=False).num_hidden_layers) + 1
 
     def _cache_path(self, layer: int, key: str) -> Path:
         return self.cache_dir / self.identity / f"len{self.max_length}" / f"L{layer}" / key[:2] / f"{key}.npy"

@@ -27,6 +27,21 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _unencodable_at(text: str) -> Optional[int]:
+    """Index of the first character UTF-8 cannot encode (an unpaired surrogate), or None.
+
+    Such strings are legal Python and legal JSON (`"\\ud800"`), and a Parquet string
+    column with invalid bytes decodes to them too (see `operators.read_input`), but
+    Arrow refuses them: one of them used to fail its whole read task, and the job with
+    it. Checked here so it costs only its own row.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def _as_id(value: Any) -> tuple[Optional[str], Optional[str]]:
     if value is None:
         return None, "id is missing"
@@ -35,6 +50,9 @@ def _as_id(value: Any) -> tuple[Optional[str], Optional[str]]:
     text = str(value)
     if not text.strip():
         return None, "id is empty"
+    bad = _unencodable_at(text)
+    if bad is not None:
+        return None, f"id is not valid UTF-8 text (undecodable byte or unpaired surrogate at character {bad})"
     return text, None
 
 
@@ -43,6 +61,10 @@ def _as_text(name: str, value: Any) -> tuple[Optional[str], Optional[str]]:
         return None, f"{name} is missing"
     if not isinstance(value, str):
         return None, f"{name} is not a string ({_describe(value)})"
+    bad = _unencodable_at(value)
+    if bad is not None:
+        # The value is dropped, not kept: Arrow (and so the output) cannot hold it.
+        return None, f"{name} is not valid UTF-8 text (undecodable byte or unpaired surrogate at character {bad})"
     if not value.strip():
         return value, f"{name} is empty"
     return value, None

@@ -284,3 +284,98 @@ def test_property_never_crashes_on_arbitrary_layouts(
 ) -> None:
     context, windows = case
     check_against_oracle(context, windows, max_len, threshold)
+
+
+# --- properties the oracle comparison does not cover: the n-best list, invariances -----
+
+int_logit = st.integers(-20, 20).map(float)  # exact sums: shifts and ties stay exact
+
+
+@st.composite
+def integer_windows(draw: st.DrawFn) -> tuple[str, list[Window]]:
+    """Realistic layouts (question tokens, overlapping context windows, padding) with
+    small integer logits, so that ties are common and arithmetic is exact."""
+    context = draw(st.text(alphabet="ab c", min_size=1, max_size=40))
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(context)), max_size=15)) + [0, len(context)]))
+    tokens = list(zip(cuts[:-1], cuts[1:]))
+    windows = []
+    for _ in range(draw(st.integers(1, 3))):
+        lo = draw(st.integers(0, max(len(tokens) - 1, 0)))
+        hi = draw(st.integers(lo, len(tokens)))
+        nq = draw(st.integers(0, 2))
+        span = tokens[lo:hi]
+        n = 1 + nq + 1 + len(span) + 1
+        offsets = [(0, 0)] + [(0, 1)] * nq + [(0, 0)] + span + [(0, 0)]
+        mask = [False] * (2 + nq) + [True] * len(span) + [False]
+        s = draw(st.lists(int_logit, min_size=n, max_size=n))
+        e = draw(st.lists(int_logit, min_size=n, max_size=n))
+        windows.append(Window(np.array(s), np.array(e), np.array(offsets), np.array(mask), cls_index=0))
+    return context, windows
+
+
+def best_per_span(windows: list[Window], context: str, max_len: int) -> dict[tuple[int, int], float]:
+    """Every valid character span and its best score over all windows, by enumeration."""
+    best: dict[tuple[int, int], float] = {}
+    for w in windows:
+        for s in range(len(w)):
+            for e in range(s, min(len(w), s + max_len)):
+                if not all(w.context_mask[t] and 0 <= w.offsets[t][0] <= w.offsets[t][1] <= len(context) for t in range(s, e + 1)):
+                    continue
+                key = (int(w.offsets[s][0]), int(w.offsets[e][1]))
+                if key[1] > key[0]:
+                    best[key] = max(best.get(key, -math.inf), float(w.start_logits[s] + w.end_logits[e]))
+    return best
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(integer_windows(), st.integers(1, 5), st.integers(1, 6))
+def test_property_n_best_is_the_best_distinct_spans(case: tuple[str, list[Window]], max_len: int, n_best: int) -> None:
+    context, windows = case
+    ans = decode_spans(windows, context, max_answer_len=max_len, n_best=n_best)
+    spans = best_per_span(windows, context, max_len)
+    listed = [(c.char_start, c.char_end) for c in ans.n_best]
+    assert len(listed) == len(set(listed)) == min(n_best, len(spans))  # distinct, and as many as exist
+    assert [c.score for c in ans.n_best] == sorted(spans.values(), reverse=True)[: len(listed)]
+    for c in ans.n_best:
+        assert c.score == spans[(c.char_start, c.char_end)]  # each span listed with its best occurrence
+        assert 0.0 <= c.probability <= 1.0
+    if ans.n_best:
+        assert sum(c.probability for c in ans.n_best) == pytest.approx(1.0)
+        assert [c.probability for c in ans.n_best] == sorted((c.probability for c in ans.n_best), reverse=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(integer_windows(), st.integers(1, 5), st.one_of(st.none(), st.integers(-10, 10).map(float)),
+       st.integers(-30, 30), st.integers(-30, 30))
+def test_property_shifting_all_logits_changes_scores_not_answers(
+    case: tuple[str, list[Window]], max_len: int, threshold: Optional[float], a: int, b: int
+) -> None:
+    """Span and null scores are both start + end logits, so adding `a` to every start
+    logit and `b` to every end logit moves both by a + b and leaves the answer alone."""
+    context, windows = case
+    shifted = [Window(w.start_logits + a, w.end_logits + b, w.offsets, w.context_mask, w.cls_index) for w in windows]
+    one = decode_spans(windows, context, max_answer_len=max_len, null_score_threshold=threshold)
+    two = decode_spans(shifted, context, max_answer_len=max_len, null_score_threshold=threshold)
+    assert (two.text, two.char_start, two.char_end, two.is_null) == (one.text, one.char_start, one.char_end, one.is_null)
+    for x, y in ((one.score, two.score), (one.null_score, two.null_score), (one.best_span_score, two.best_span_score)):
+        assert (x is None and y is None) or y == x + a + b
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(integer_windows(), st.integers(1, 5), st.floats(-30, 30), st.floats(-30, 30), st.randoms(use_true_random=False))
+def test_property_threshold_is_monotone_and_window_order_only_breaks_ties(
+    case: tuple[str, list[Window]], max_len: int, t1: float, t2: float, rng
+) -> None:
+    context, windows = case
+    low, high = sorted((t1, t2))
+    # Raising the threshold can only turn "no answer" into an answer, never the reverse.
+    if decode_spans(windows, context, max_answer_len=max_len, null_score_threshold=high).is_null:
+        assert decode_spans(windows, context, max_answer_len=max_len, null_score_threshold=low).is_null
+    shuffled = list(windows)
+    rng.shuffle(shuffled)
+    a = decode_spans(windows, context, max_answer_len=max_len)
+    b = decode_spans(shuffled, context, max_answer_len=max_len)
+    assert (a.best_span_score, a.null_score, a.is_null) == (b.best_span_score, b.null_score, b.is_null)
+    top = [s for s in best_per_span(windows, context, max_len).values() if s == a.best_span_score]
+    if len(top) == 1:  # no tie for first place: the answer cannot depend on window order
+        assert (a.text, a.char_start, a.char_end) == (b.text, b.char_start, b.char_end)

@@ -1,0 +1,63 @@
+"""Block sizes for the expert chain: what each stage of the plan is handed per call.
+
+Two things measured in bench/throughput.py (see bench/RESULTS.md) decide them:
+
+* Ray Data streams *blocks*, not `map_batches` batches. A Parquet read yields one block
+  per file (up to 128 MiB), and a `map_batches(batch_size=64)` stage runs a whole block
+  as one task and writes one output block, however many 64-row calls it makes inside.
+  So a corpus of 4 files flows as 4 blocks: the router has to finish a whole file
+  before the first expert sees a row, the expert pools get 4 tasks to share between
+  their actors, and the last file's tail runs on one actor while the others idle.
+  Splitting the stream into blocks of `execution.batch_size` rows right after parsing
+  gives every stage batch-sized tasks to pipeline and balance.
+* The router splits each batch between the experts, so an expert stage that takes
+  `execution.batch_size` rows per call answers only its share of them: with two
+  experts, about 32 rows per call instead of 64, which leaves its forward passes less
+  room to group windows of similar length (the runner pads each pass to its longest
+  window). Handing the expert stages `n_experts x execution.batch_size` rows per call
+  gives each expert about a full batch of its own rows on average, whatever the split.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("routebatch")
+
+
+def split_into_batches(ds: Any, rows: int, num_cpus: float) -> Any:
+    """`ds` with its blocks split (and small ones merged) to about `rows` rows each.
+
+    This is Ray Data's streaming repartition (`Dataset.repartition(
+    target_num_rows_per_block=rows)`: no shuffle, nothing materialised), built here with
+    the CPU share of the stage it follows. The public call cannot take one, so its tasks
+    ask for a whole CPU: then it does not fuse into the preceding light map stage (Ray
+    fuses only stages with equal resource requests), and on a 2-CPU node beside the
+    expert actors a 1-CPU task is never scheduled, and the job waits for ever (seen in
+    the bench: 0 rows after minutes). With the same `num_cpus` as the stage before it,
+    it fuses into that stage's tasks and costs no extra pass over the data.
+
+    Uses Ray Data's internal logical operator (Ray is pinned in pyproject.toml); if that
+    moves in another release, the stream is left as it is: this only changes block
+    sizes, never rows.
+    """
+    try:
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.logical.operators import StreamingRepartition
+
+        op = StreamingRepartition(
+            target_num_rows_per_block=rows,
+            input_dependencies=[ds._logical_plan.dag],
+            ray_remote_args={"num_cpus": num_cpus},
+        )
+        return type(ds)._from_parent(ds, LogicalPlan(op, ds.context))
+    except (ImportError, AttributeError, TypeError) as exc:  # a Ray release without these internals
+        log.warning("cannot split the stream into %d-row blocks on this Ray release (%s); blocks stay as read", rows, exc)
+        return ds
+
+
+def expert_batch_rows(batch_size: int, n_experts: int) -> int:
+    """Rows per call of each expert stage: a batch per expert, so an expert's share of
+    a batch that the router split between `n_experts` is about one batch on average."""
+    return batch_size * max(1, n_experts)

@@ -1,0 +1,234 @@
+"""`routebatch demo`: the whole story on the example data, offline, in about a minute.
+
+profile every expert -> train a router -> run the routed batch job -> score -> report,
+on examples/data/squad-replay-slice with the three recorded systems of
+examples/squad-replay.yaml as experts.
+
+The slice is split by article before anything is learned: the router is trained on
+the profile of one article and the job runs on the other. Training and running on the
+same questions would let the router remember them and flatter the result, and a split
+by question would still share paragraphs; a split by article shares neither. The test
+article is profiled too, but only to draw every single expert on the same questions in
+the report; the router never sees it.
+
+Every step writes what the matching command would, and the configs it used go to
+OUT/configs/, so each step can be re-run by hand (`demo_commands` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import yaml
+
+from routing.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = REPO / "examples" / "squad-replay.yaml"
+SLICE = REPO / "examples" / "data" / "squad-replay-slice"
+TRAIN_ARTICLES = ("Normans",)
+TEST_ARTICLES = ("Southern_California",)
+DEFAULT_BUDGET = 0.0004  # USD per question: between the small readers (0.0002) and the large one (0.001)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    root: Path
+
+    @property
+    def train_questions(self) -> Path:
+        return self.root / "data" / "train" / "questions.json"
+
+    @property
+    def test_questions(self) -> Path:
+        return self.root / "data" / "test" / "questions.json"
+
+    def config(self, name: str) -> Path:
+        return self.root / "configs" / f"{name}.yaml"
+
+    @property
+    def profile_train(self) -> Path:
+        return self.root / "profile-train"
+
+    @property
+    def profile_test(self) -> Path:
+        return self.root / "profile-test"
+
+    @property
+    def router(self) -> Path:
+        return self.root / "router"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+
+def split_by_article(source: Path, train: Path, test: Path) -> tuple[int, int]:
+    """Write the SQuAD JSON of the training and the test articles; (train, test) counts."""
+    doc = json.loads(source.read_text(encoding="utf-8"))
+    counts = []
+    for path, titles in ((train, TRAIN_ARTICLES), (test, TEST_ARTICLES)):
+        articles = [a for a in doc["data"] if a.get("title") in titles]
+        if not articles:
+            raise ValueError(f"{source}: no article titled {titles}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**doc, "data": articles}, ensure_ascii=False), encoding="utf-8")
+        counts.append(sum(len(p["qas"]) for a in articles for p in a["paragraphs"]))
+    return counts[0], counts[1]
+
+
+def write_configs(paths: DemoPaths, budget: float) -> None:
+    """The example config, pointed at each half; the routed one uses the trained router.
+    Paths are made absolute so the files work from any directory."""
+    base = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    for e in base["experts"]:
+        e["predictions"] = str((EXAMPLE_CONFIG.parent / e["predictions"]).resolve())
+    variants = {
+        "profile-train": (paths.train_questions, base["router"]),
+        "profile-test": (paths.test_questions, base["router"]),
+        "routed": (paths.test_questions, {"checkpoint": str(paths.router), "budget_per_item": budget}),
+    }
+    for name, (questions, router) in variants.items():
+        cfg = {**base, "input": {"path": str(questions), "format": "squad"}, "output": {"path": str(paths.run)}, "router": router}
+        target = paths.config(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f"# written by `routebatch demo`\n{yaml.safe_dump(cfg, sort_keys=False)}")
+
+
+def demo_commands(paths: DemoPaths, budget: float, encoder_arg: str) -> list[str]:
+    """The commands that redo the demo step by step."""
+    return [
+        f"routebatch profile {paths.config('profile-train')} --sample 100000 --no-adaptive --output {paths.profile_train}",
+        f"routebatch profile {paths.config('profile-test')} --sample 100000 --no-adaptive --output {paths.profile_test}",
+        f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router knn --encoder {encoder_arg}",
+        f"routebatch run {paths.config('routed')} --output {paths.run}   # router: checkpoint, budget_per_item {budget:g}",
+        f"routebatch score --predictions {paths.run} --gold {paths.test_questions}",
+        f"routebatch report {paths.run} --gold {paths.test_questions} --profile {paths.profile_test}",
+    ]
+
+
+@contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """Ray Data logs each execution's plan and progress (every few seconds when stdout
+    is not a terminal); the demo's step lines are what a newcomer should read. The
+    settings are restored afterwards, since the DataContext is per process."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start)
+    ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
+    data_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+        data_log.setLevel(level)
+
+
+def run_demo(
+    output: str | Path,
+    *,
+    budget: float = DEFAULT_BUDGET,
+    encoder: Optional[str] = None,
+    overwrite: bool = False,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every step; returns the report's figures plus the demo's own facts."""
+    from pipelines.batch_job import ray_for, run_job
+    from pipelines.profiling import run_profile
+    from pipelines.report import write_report
+    from pipelines.resources import plan_resources
+    from routing.training import train_router_checkpoint
+
+    paths = DemoPaths(Path(output).resolve())
+    if paths.root.exists() and any(paths.root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{paths.root} is not empty; choose another --output or pass --overwrite")
+        shutil.rmtree(paths.root)
+    started = time.monotonic()
+    n_train, n_test = split_by_article(SLICE / "questions.json", paths.train_questions, paths.test_questions)
+    write_configs(paths, budget)
+    say(
+        f"routebatch demo: offline, on {SLICE.relative_to(REPO)} with the 3 recorded systems of {EXAMPLE_CONFIG.relative_to(REPO)} as experts\n"
+        f"  split by article: the router learns from {', '.join(TRAIN_ARTICLES)} ({n_train} questions) and the job runs on "
+        f"{', '.join(TEST_ARTICLES)} ({n_test} questions), so the result is out of sample: no question or paragraph is shared"
+    )
+    train_cfg = load_config(paths.config("profile-train"))
+    steps = 5
+
+    def step(i: int, text: str) -> float:
+        say(f"[{i}/{steps}] (t+{time.monotonic() - started:.0f} s) {text}")
+        return time.monotonic()
+
+    # One Ray for every step (each step would otherwise start and stop its own).
+    with ray_for(train_cfg, plan_resources(train_cfg)), _quiet_ray_data():
+        step(1, "profile every expert on every training question (--no-adaptive, so the router has labels for all)")
+        run_profile(train_cfg, sample_size=n_train, output=str(paths.profile_train), batch=50, adaptive=False)
+        step(2, "profile every expert on the test questions: only for the report's single-expert points, the router never sees them")
+        run_profile(load_config(paths.config("profile-test")), sample_size=n_test, output=str(paths.profile_test), batch=50, adaptive=False)
+        step(3, f"train a kNN router on {'encoder' if encoder else 'text'} features from the training profile")
+        checkpoint = train_router_checkpoint(paths.profile_train, kind="knn", encoder=encoder)
+        checkpoint.save(paths.router)
+        step(4, f"run the routed batch job on the test questions (router checkpoint, budget ${budget:g} per question)")
+        summary = run_job(load_config(paths.config("routed")), output=str(paths.run), progress=False)
+    step(5, "score against the gold answers and write the report")
+    html_path, json_path, figures = write_report(str(paths.run), gold=str(paths.test_questions), profile=str(paths.profile_test))
+    figures["demo"] = {
+        "train_articles": list(TRAIN_ARTICLES),
+        "test_articles": list(TEST_ARTICLES),
+        "train_questions": n_train,
+        "test_questions": n_test,
+        "router_fit": checkpoint.info["n_fit"],
+        "router_calibration": checkpoint.info["n_calibration"],
+        "budget_per_item_usd": budget,
+        "exit_code": summary.exit_code,
+        "seconds": time.monotonic() - started,
+        "report": html_path,
+        "figures": json_path,
+        "commands": demo_commands(paths, budget, encoder or "none"),
+    }
+    say(format_headline(figures))
+    return figures
+
+
+def format_headline(figures: dict[str, Any]) -> str:
+    """The demo's last screen: routed F1 and cost against the best single expert."""
+    d, q, cost = figures["demo"], figures["quality"], figures["cost"]
+    best = cost["best_single"]
+    n = figures["rows"]["routed"]
+    mix = ", ".join(f"{name} {e['rows']}" for name, e in figures["experts"].items())
+    lines = [
+        f"headline ({n} test questions from {', '.join(d['test_articles'])}; router trained on {', '.join(d['train_articles'])} only):",
+        f"  routed run:  F1 {100 * q['f1']:.2f}   cost ${cost['total_usd']:.4f}   (mix: {mix})",
+    ]
+    if best and best.get("estimated_total_usd") is not None:
+        lines.append(
+            f"  best single: F1 {100 * (best['f1'] or 0):.2f}   cost ${best['estimated_total_usd']:.4f}   "
+            f"({best['expert']} on every question; {best['chosen_by']})"
+        )
+        saving = best.get("saving_fraction") or 0.0
+        delta = 100 * (q["f1"] - (best["f1"] or 0))
+        lines.append(
+            f"  -> routing {'spent' if saving >= 0 else 'cost'} {abs(100 * saving):.0f}% {'less' if saving >= 0 else 'more'} "
+            f"for {abs(delta):.2f} F1 points {'less' if delta < 0 else 'more'}"
+        )
+    mixed = q["frontier"].get("hull_f1_at_run_cost")
+    if mixed is not None:
+        verdict = "above" if q["f1"] > mixed else "below"
+        lines.append(
+            f"  a random mix of the frontier experts at the same cost would score F1 {100 * mixed:.2f}: the router is {verdict} "
+            "that line" + ("" if verdict == "above" else f" (it learned from {d['router_fit']} questions, calibrated on {d['router_calibration']})")
+        )
+    lines.append(f"report: {d['report']}")
+    lines.append(f"done in {d['seconds']:.0f} s; to redo a step by hand:")
+    lines += [f"  {c}" for c in d["commands"]]
+    return "\n".join(lines)

@@ -1,0 +1,347 @@
+"""The online endpoint: a Ray Serve application that answers questions one request at
+a time with the same router and the same experts as the batch job.
+
+    HTTP -> ingress (checks the request) -> router deployment (RouteRows)
+         -> one deployment per expert (AnswerWithExpert, @serve.batch, autoscaled
+            between the expert's pool.min_actors and pool.max_actors)
+
+Sharing is literal, not a re-implementation: the router replica runs the batch job's
+`RouteRows` operator and every expert replica its `AnswerWithExpert` operator on a
+WORK_SCHEMA table, so a question goes to the same expert, gets the same answer and is
+priced by the same ledger code in both paths. Requests are moved between deployments
+in sub-batches (one call per expert per request, never one per question), because
+per-item remote calls were measured at about 15 per second on this hardware.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the handlers' annotations
+# (`request: Request`) at run time, and Serve's ingress wrapper hides this module's
+# globals from it, so string annotations would not resolve.
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from operators.schema import empty_row, rows_to_table
+from operators.stages import AnswerWithExpert, RouteRows
+from pipelines.resources import ResourcePlan, StageDemand
+from pipelines.serve_requests import Item, RequestError, check_declared_length, parse_answer_request
+from routing.config import JobConfig, ServeSpec
+
+log = logging.getLogger("routebatch")
+
+APP_NAME = "routebatch"
+ANSWER_PATH = "/v1/answer"
+HEALTH_PATH = "/healthz"
+# What an expert replica returns per row (the rest of the response comes from the router).
+EXPERT_FIELDS = ("answer", "score", "cost_usd", "input_tokens", "output_tokens", "expert_seconds", "error")
+
+
+def _rows_in(chunks: list[list[dict]]) -> int:
+    """Batch size in rows, not in calls: each call carries one request's sub-batch."""
+    return sum(len(c) for c in chunks)
+
+
+def _work_table(rows: list[dict], expert: Optional[str] = None):
+    return rows_to_table(empty_row(id=r["id"], question=r["question"], context=r["context"], expert=expert) for r in rows)
+
+
+def _split(results: list[Any], chunks: list[list[dict]]) -> list[list[Any]]:
+    out, start = [], 0
+    for c in chunks:
+        out.append(results[start : start + len(c)])
+        start += len(c)
+    return out
+
+
+class RouterReplica:
+    """Runs the batch job's router operator on every batch of requests, plus the
+    router's per-expert scores when it has any (trained routers do)."""
+
+    def __init__(self, router_spec: Any, expert_names: list[str], max_batch_rows: int, batch_wait_timeout_s: float) -> None:
+        self.stage = RouteRows(router_spec, expert_names)
+        self._scores = getattr(self.stage.router, "scores", None)
+        self.route.set_max_batch_size(max_batch_rows)
+        self.route.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def ready(self) -> bool:
+        return True
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_rows_in)
+    async def route(self, chunks: list[list[dict]]) -> list[list[dict]]:
+        rows = [r for c in chunks for r in c]
+        routed = await asyncio.to_thread(self.stage, _work_table(rows))
+        experts = routed.column("expert").to_pylist()
+        scores: list[Optional[dict]] = [None] * len(rows)
+        if self._scores is not None:
+            scores = await asyncio.to_thread(self._scores, [r["question"] for r in rows], [r["context"] for r in rows])
+        return _split([{"expert": e, "router_scores": s} for e, s in zip(experts, scores)], chunks)
+
+
+class ExpertReplica:
+    """One replica of one expert: the batch job's expert operator, fed by @serve.batch
+    with up to the expert's `batch_size` rows gathered from concurrent requests."""
+
+    def __init__(self, spec: Any, batch_wait_timeout_s: float, batch_timeout_s: Optional[float] = None) -> None:
+        self.name = spec.name
+        self.stage = AnswerWithExpert(spec, batch_timeout_s=batch_timeout_s)
+        self.answer.set_max_batch_size(spec.batch_size)
+        self.answer.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def ready(self) -> bool:
+        return True
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_rows_in)
+    async def answer(self, chunks: list[list[dict]]) -> list[list[dict]]:
+        rows = [r for c in chunks for r in c]
+        # A thread, so that the replica keeps accepting (and batching) requests while a
+        # model runs; @serve.batch runs one batch at a time, so the runner is never
+        # called concurrently.
+        done = await asyncio.to_thread(self.stage, _work_table(rows, self.name))
+        return _split(done.select(list(EXPERT_FIELDS)).to_pylist(), chunks)
+
+
+api = FastAPI(title="routebatch", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _error(status: int, kind: str, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"kind": kind, "detail": detail}})
+
+
+@serve.ingress(api)
+class Ingress:
+    """Checks each request, asks the router, fans the rows out to the experts (one call
+    per expert and sub-batch) and puts the answers back in request order."""
+
+    def __init__(self, router: Any, experts: dict[str, Any], batch_sizes: dict[str, int], limits: dict[str, Any]) -> None:
+        self.router = router
+        self.experts = experts
+        self.batch_sizes = batch_sizes
+        self.limits = ServeSpec(**limits)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        check_declared_length(request.headers.get("content-length"), limit)
+        parts, size = [], 0
+        async for part in request.stream():  # bodies without a length are cut off here
+            size += len(part)
+            if size > limit:
+                raise RequestError(413, "body_too_large", f"the body has more than {limit} bytes")
+            parts.append(part)
+        return b"".join(parts)
+
+    async def _answer_items(self, items: list[Item]) -> list[dict]:
+        rows = [{"id": it.id, "question": it.question, "context": it.context} for it in items]
+        routed = await self.router.route.remote(rows)
+        by_expert: dict[str, list[int]] = {}
+        for i, r in enumerate(routed):
+            by_expert.setdefault(r["expert"], []).append(i)
+        calls, slots = [], []
+        for name, idx in by_expert.items():
+            if name not in self.experts:  # RouteRows refuses such routers at start-up; belt and braces
+                raise RuntimeError(f"router chose unknown expert {name!r}")
+            step = self.batch_sizes[name]
+            for start in range(0, len(idx), step):
+                part = idx[start : start + step]
+                calls.append(self.experts[name].answer.remote([rows[i] for i in part]))
+                slots.append(part)
+        answered = await asyncio.gather(*calls)
+        out: list[dict] = [{} for _ in rows]
+        for part, results in zip(slots, answered):
+            for i, res in zip(part, results):
+                out[i] = {"id": rows[i]["id"], "expert": routed[i]["expert"], "router_scores": routed[i]["router_scores"], **res}
+        return out
+
+    @api.post(ANSWER_PATH)
+    async def answer(self, request: Request) -> JSONResponse:
+        try:
+            body = await self._body(request)
+            parsed = parse_answer_request(body, max_body_bytes=self.limits.max_body_bytes, max_items=self.limits.max_items)
+        except RequestError as exc:
+            return JSONResponse(status_code=exc.status, content=exc.body())
+        try:
+            results = await asyncio.wait_for(self._answer_items(parsed.items), timeout=self.limits.request_timeout_s)
+        except asyncio.TimeoutError:
+            return _error(504, "timeout", f"no answer within {self.limits.request_timeout_s:g} s; retry later or send fewer items")
+        except Exception as exc:  # noqa: BLE001 - a failed deployment is the server's problem, said as such
+            log.exception("answering a request failed")
+            return _error(503, "unavailable", f"the service could not answer ({type(exc).__name__}); retry later")
+        return JSONResponse(content=results[0] if parsed.single else results)
+
+    @api.get(HEALTH_PATH)
+    async def healthz(self) -> JSONResponse:
+        names = ["router", *self.experts]
+        calls = [self.router.ready.remote(), *(h.ready.remote() for h in self.experts.values())]
+        try:
+            await asyncio.wait_for(asyncio.gather(*calls), timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return JSONResponse(status_code=503, content={"status": "not ready", "detail": type(exc).__name__, "deployments": names})
+        return JSONResponse(content={"status": "ready", "router": "router", "experts": list(self.experts)})
+
+
+def _actor_options(num_cpus: float, num_gpus: float = 0.0, custom: Optional[dict] = None) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if custom:
+        options["resources"] = dict(custom)
+    return options
+
+
+def build_app(config: JobConfig) -> Any:
+    """The Serve application for a job config (not yet running)."""
+    s = config.serve
+    names = [e.name for e in config.experts]
+    router_rows = max(config.execution.batch_size, s.max_items)
+    router = serve.deployment(RouterReplica).options(
+        name="router",
+        num_replicas=s.router_replicas,
+        ray_actor_options=_actor_options(s.router_num_cpus),
+        max_ongoing_requests=max(64, 2 * s.max_items),
+    ).bind(config.router, names, router_rows, s.batch_wait_timeout_s)
+    experts = {}
+    for e in config.experts:
+        experts[e.name] = serve.deployment(ExpertReplica).options(
+            name=f"expert-{e.name}",
+            autoscaling_config={
+                "min_replicas": e.pool.min_actors,
+                "initial_replicas": e.pool.min_actors,
+                "max_replicas": e.pool.max_actors,
+                "target_ongoing_requests": 2,
+            },
+            ray_actor_options=_actor_options(e.resources.num_cpus, e.resources.num_gpus, e.resources.custom),
+            # At least one full batch of single-row calls must be able to queue up.
+            max_ongoing_requests=max(16, e.batch_size),
+        ).bind(e, s.batch_wait_timeout_s, config.execution.batch_timeout_s)
+    return serve.deployment(Ingress).options(
+        name="ingress",
+        num_replicas=1,
+        ray_actor_options=_actor_options(s.ingress_num_cpus),
+        max_ongoing_requests=256,
+    ).bind(router, experts, {e.name: e.batch_size for e in config.experts}, s.model_dump())
+
+
+def serve_plan(config: JobConfig) -> ResourcePlan:
+    """What the application needs at its minimum size: the ingress, the router and each
+    expert's min_replicas. Serve's controller and proxy ask for no CPU."""
+    s = config.serve
+    plan = ResourcePlan()
+    plan.stages.append(StageDemand("serve.ingress_num_cpus", {"CPU": s.ingress_num_cpus}, 1, fix="lower serve.ingress_num_cpus"))
+    plan.stages.append(
+        StageDemand("serve.router_num_cpus", {"CPU": s.router_num_cpus}, s.router_replicas, fix="lower serve.router_num_cpus or serve.router_replicas")
+    )
+    for e in config.experts:
+        plan.stages.append(
+            StageDemand(
+                f"experts.{e.name}",
+                {"CPU": e.resources.num_cpus, "GPU": e.resources.num_gpus, **e.resources.custom},
+                e.pool.min_actors,
+                fix=f"lower experts.{e.name}.resources or pool.min_actors, or add nodes that have them",
+            )
+        )
+    return plan
+
+
+class DeployFailed(RuntimeError):
+    """The application did not reach RUNNING; the message says which deployment and why."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    started_ray: bool
+
+    @property
+    def answer_url(self) -> str:
+        return self.url + ANSWER_PATH
+
+    @property
+    def health_url(self) -> str:
+        return self.url + HEALTH_PATH
+
+
+def _wait_until_running(timeout_s: float) -> None:
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status == ApplicationStatus.RUNNING:
+            return
+        if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise DeployFailed(f"the application failed to deploy: {_deployment_messages(app)}")
+        if time.monotonic() > deadline:
+            where = _deployment_messages(app) if app is not None else "no status yet"
+            raise DeployFailed(
+                f"the application was not running after {timeout_s:g} s (serve.deploy_timeout_s): {where}; "
+                "a replica that cannot be placed waits for resources, so check the experts' resources"
+            )
+        time.sleep(0.5)
+
+
+def _deployment_messages(app: Any) -> str:
+    """One line per unhealthy deployment: its status and the last line of its message
+    (for a constructor that raised, the exception itself, e.g. a missing file)."""
+    parts = []
+    for name, d in app.deployments.items():
+        status = getattr(d.status, "value", str(d.status))
+        if status == "HEALTHY":
+            continue
+        lines = [ln.strip() for ln in (d.message or "").splitlines() if ln.strip()]
+        parts.append(f"{name}: {status}" + (f" ({lines[-1][:300]})" if lines else ""))
+    return "; ".join(parts) or (app.message or str(app.status))
+
+
+def start_endpoint(config: JobConfig, *, host: str = "127.0.0.1", port: int = 8000) -> Endpoint:
+    """Start (or join) Ray, check the plan fits, deploy, and wait until it runs.
+
+    Raises PlanDoesNotFit before deploying anything the cluster cannot host, and
+    DeployFailed (after tearing the application down) when it does not come up within
+    serve.deploy_timeout_s: never a silent wait for resources that will not come.
+    """
+    import os
+
+    import ray
+
+    from pipelines.batch_job import _start_ray
+    from pipelines.resources import check_plan_fits, reachable_nodes
+
+    started = _start_ray(config)
+    try:
+        check_plan_fits(serve_plan(config), reachable_nodes(config.ray.cluster_config, config.ray.address or os.environ.get("RAY_ADDRESS")))
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run_many(
+            [serve.RunTarget(build_app(config), name=APP_NAME, route_prefix="/")],
+            wait_for_ingress_deployment_creation=False,
+            wait_for_applications_running=False,
+        )
+        _wait_until_running(config.serve.deploy_timeout_s)
+    except BaseException:
+        _teardown(started)
+        raise
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    return Endpoint(url=f"http://{shown}:{port}", started_ray=started and ray.is_initialized())
+
+
+def _teardown(stop_ray: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        except Exception:  # noqa: BLE001 - shutting down must not mask the original error
+            log.warning("serve.shutdown() failed", exc_info=True)
+        if stop_ray:
+            ray.shutdown()
+
+
+def stop_endpoint(endpoint: Endpoint) -> None:
+    """Shut Serve down, and Ray too when `start_endpoint` started it."""
+    _teardown(endpoint.started_ray)

@@ -1,0 +1,145 @@
+"""The online endpoint over real HTTP on localhost: it routes and answers exactly as the
+batch job does (compared row by row with a batch run's Parquet), refuses bad requests
+with a 4xx, and refuses a plan that cannot fit instead of waiting for it."""
+
+import json
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from pipelines.batch_job import run_job
+from pipelines.resources import PlanDoesNotFit
+from pipelines.serve_app import start_endpoint, stop_endpoint
+from routing.checkpoint import RouterCheckpoint
+from routing.config import CheckpointRouter, load_config
+from routing.squad import load_squad
+from routing.training import train_router_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "squad-replay.yaml"
+SLICE = REPO / "examples" / "data" / "squad-replay-slice"
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _checkpoint_config(tmp: Path):
+    """The example's three experts, routed by a kNN router trained on their replay data."""
+    cfg = load_config(EXAMPLE)
+    names = [e.name for e in cfg.experts]
+    replay = tmp / "replay"
+    (replay / "predictions").mkdir(parents=True)
+    shutil.copy(SLICE / "questions.json", replay / "questions.json")
+    for n in names:
+        shutil.copy(SLICE / "predictions" / f"{n}.json", replay / "predictions" / f"{n}.json")
+    costs = {e.name: {"cost": e.cost.usd_per_item} for e in cfg.experts}
+    (replay / "costs.json").write_text(json.dumps({"experts": costs}))
+    train_router_checkpoint(replay, kind="knn", encoder=None, covered_only=False).save(tmp / "router")
+    router = CheckpointRouter(kind="checkpoint", checkpoint=str(tmp / "router"), budget_per_item=0.0005)
+    return cfg.model_copy(update={"router": router})
+
+
+@pytest.fixture(scope="module", params=["rule", "checkpoint"])
+def served(request, local_ray, tmp_path_factory):
+    """(config, batch run's rows by id, endpoint) with the endpoint up on a free port."""
+    tmp = tmp_path_factory.mktemp(f"serve_{request.param}")
+    cfg = load_config(EXAMPLE) if request.param == "rule" else _checkpoint_config(tmp)
+    run_job(cfg, output=str(tmp / "batch"), progress=False)
+    rows = {r["id"]: r for r in pq.read_table(tmp / "batch").to_pylist()}
+    endpoint = start_endpoint(cfg, host="127.0.0.1", port=_free_port())
+    yield request.param, cfg, rows, endpoint
+    stop_endpoint(endpoint)
+
+
+def test_endpoint_answers_every_question_as_the_batch_job_did(served):
+    kind, cfg, batch_rows, endpoint = served
+    gold = load_squad(SLICE / "questions.json")
+    items = [{"id": q.id, "question": q.question, "context": q.context} for q in gold]
+    chunks = [items[i : i + cfg.serve.max_items] for i in range(0, len(items), cfg.serve.max_items)]
+    with ThreadPoolExecutor(4) as pool:  # concurrent requests share the experts' batches
+        responses = list(pool.map(lambda c: requests.post(endpoint.answer_url, json=c, timeout=60), chunks))
+    assert [r.status_code for r in responses] == [200] * len(chunks)
+    served_rows = [row for r in responses for row in r.json()]
+    assert [r["id"] for r in served_rows] == [q.id for q in gold]  # request order kept
+    assert len(batch_rows) == len(gold)
+    for row in served_rows:
+        want = batch_rows[row["id"]]
+        assert row["expert"] == want["expert"], row["id"]
+        assert row["answer"] == want["answer"] and row["error"] is None
+        assert row["cost_usd"] == pytest.approx(want["cost_usd"])
+        assert (row["input_tokens"], row["output_tokens"]) == (want["input_tokens"], want["output_tokens"])
+    assert len({r["expert"] for r in served_rows}) >= 2  # a real mix, so the comparison means something
+    if kind == "checkpoint":
+        names = [e.name for e in cfg.experts]
+        policy = RouterCheckpoint.load(cfg.router.checkpoint)
+        expected = policy.policy(budget_per_item=cfg.router.budget_per_item).scores([items[0]["question"]], [items[0]["context"]])[0]
+        assert set(served_rows[0]["router_scores"]) == set(names)
+        assert served_rows[0]["router_scores"] == pytest.approx(expected)
+    else:
+        assert all(r["router_scores"] is None for r in served_rows)
+
+
+def test_one_object_in_one_object_out(served):
+    _, _, batch_rows, endpoint = served
+    q = load_squad(SLICE / "questions.json")[5]
+    r = requests.post(endpoint.answer_url, json={"id": q.id, "question": q.question, "context": q.context}, timeout=30)
+    assert r.status_code == 200
+    body = r.json()
+    assert isinstance(body, dict) and body["id"] == q.id and body["answer"] == batch_rows[q.id]["answer"]
+
+
+def _chunked(total: int):
+    for _ in range(total // 4096):
+        yield b" " * 4096
+
+
+def test_bad_requests_get_a_4xx_json_error_and_the_service_stays_up(served):
+    _, cfg, _, endpoint = served
+    good = {"question": "Who ruled?", "context": "The Normans ruled."}
+    limit = cfg.serve.max_body_bytes
+    cases = [
+        ({"data": b"{not json"}, 400, "invalid_json"),
+        ({"data": b""}, 400, "invalid_json"),
+        ({"json": {"question": "only a question"}}, 422, "invalid_item"),
+        ({"json": {"question": ["a"], "context": "c"}}, 422, "invalid_item"),
+        ({"json": {**good, "id": {"nested": 1}}}, 422, "invalid_item"),
+        ({"json": 42}, 422, "invalid_body"),
+        ({"json": [good] * (cfg.serve.max_items + 1)}, 422, "too_many_items"),
+        ({"data": b"[" + b" " * limit + b"]"}, 413, "body_too_large"),
+        ({"data": _chunked(limit + 8192)}, 413, "body_too_large"),  # no Content-Length: cut off while reading
+    ]
+    for kwargs, status, kind in cases:
+        r = requests.post(endpoint.answer_url, timeout=30, **kwargs)
+        assert r.status_code == status, (kwargs.keys(), r.text[:200])
+        assert r.json()["error"]["kind"] == kind
+    assert requests.get(endpoint.answer_url, timeout=30).status_code == 405
+    assert requests.post(endpoint.url + "/v1/nothing", json=good, timeout=30).status_code == 404
+    health = requests.get(endpoint.health_url, timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.json()["experts"] == [e.name for e in cfg.experts]
+    ok = requests.post(endpoint.answer_url, json=good, timeout=30)
+    assert ok.status_code == 200 and ok.json()["expert"] in health.json()["experts"]
+    # No id: a replay expert cannot look its answer up, and says so for that item only.
+    assert ok.json()["answer"] is None and ok.json()["error"].startswith("expert_error")
+
+
+def test_a_plan_that_cannot_fit_is_refused_at_once(local_ray):
+    cfg = load_config(EXAMPLE)
+    big = cfg.experts[0].model_copy(update={"resources": cfg.experts[0].resources.model_copy(update={"num_cpus": 8})})
+    cfg = cfg.model_copy(update={"experts": [big, *cfg.experts[1:]]})
+    started = time.monotonic()
+    with pytest.raises(PlanDoesNotFit, match=f"experts.{big.name}"):
+        start_endpoint(cfg, host="127.0.0.1", port=_free_port())
+    assert time.monotonic() - started < 10
+    assert local_ray.is_initialized()  # a Ray we did not start is left alone
