@@ -224,20 +224,42 @@ class AnswerWithExpert:
             answered=[e is None for e in out.errors],
         )
 
-        cols = {name: batch.column(name).to_pylist() for name in ("answer", "score", "cost_usd", "input_tokens", "output_tokens", "expert_seconds", "answered_at", "error")}
-        answered_at = time.time()
-        for k, i in enumerate(idx):
-            cols["answer"][i] = out.answers[k]
-            cols["score"][i] = out.scores[k]
-            cols["cost_usd"][i] = charges[k].cost_usd
-            cols["input_tokens"][i] = out.input_tokens[k]
-            cols["output_tokens"][i] = out.output_tokens[k]
-            cols["expert_seconds"][i] = charges[k].seconds
-            cols["answered_at"][i] = answered_at
-            cols["error"][i] = out.errors[k]
-        for name, values in cols.items():
+        updates = {
+            "answer": out.answers,
+            "score": out.scores,
+            "cost_usd": [c.cost_usd for c in charges],
+            "input_tokens": out.input_tokens,
+            "output_tokens": out.output_tokens,
+            "expert_seconds": [c.seconds for c in charges],
+            "answered_at": [time.time()] * len(idx),
+            "error": out.errors,
+        }
+        return scatter_rows(batch, idx, updates)
+
+
+def scatter_rows(batch: pa.Table, idx: np.ndarray, updates: dict[str, list]) -> pa.Table:
+    """`batch` with `updates[name][k]` written into row `idx[k]` of column `name`.
+
+    Done with Arrow kernels rather than by round-tripping whole columns through Python
+    lists: every expert stage sees every row of the batch (the others' rows pass
+    through), so per-row Python work here is paid once per row per expert, and it was
+    the largest per-row cost of the expert stage (bench/RESULTS.md).
+    """
+    n = batch.num_rows
+    if len(idx) == n:  # every row is this expert's: the new columns replace the old
+        for name, values in updates.items():
             batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, WORK_SCHEMA.field(name).type))
         return batch
+    position = np.full(n, -1, dtype=np.int64)
+    position[idx] = np.arange(len(idx))
+    mine = pa.array(position >= 0)
+    # Rows that are not ours take a null from the update column, then keep their own value.
+    spread = pa.array(position, mask=position < 0)
+    for name, values in updates.items():
+        field_index = batch.schema.get_field_index(name)
+        new = pa.array(values, WORK_SCHEMA.field(name).type).take(spread)
+        batch = batch.set_column(field_index, name, pc.if_else(mine, new, batch.column(name).combine_chunks()))
+    return batch
 
 
 def drop_context(batch: pa.Table) -> pa.Table:

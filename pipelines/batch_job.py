@@ -120,7 +120,7 @@ def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = Fa
     return files
 
 
-def _start_ray(config: JobConfig) -> bool:
+def start_ray(config: JobConfig) -> bool:
     """Connect to the configured cluster or start a small local Ray. Returns whether
     we started it (and so must stop it)."""
     import ray
@@ -158,7 +158,7 @@ def ray_for(config: JobConfig, plan: ResourcePlan) -> Iterator[None]:
     a Ray we started is stopped afterwards, one we joined is left running."""
     import ray
 
-    started = _start_ray(config)
+    started = start_ray(config)
     try:
         check_plan_fits(plan, reachable_nodes(config.ray.cluster_config, config.ray.address or os.environ.get("RAY_ADDRESS")))
         yield

@@ -305,10 +305,10 @@ def start_endpoint(config: JobConfig, *, host: str = "127.0.0.1", port: int = 80
 
     import ray
 
-    from pipelines.batch_job import _start_ray
+    from pipelines.batch_job import start_ray
     from pipelines.resources import check_plan_fits, reachable_nodes
 
-    started = _start_ray(config)
+    started = start_ray(config)
     try:
         check_plan_fits(serve_plan(config), reachable_nodes(config.ray.cluster_config, config.ray.address or os.environ.get("RAY_ADDRESS")))
     except BaseException:

@@ -26,7 +26,7 @@ def _interrupt(*_: object) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import ray
 
-    from pipelines.batch_job import _start_ray
+    from pipelines.batch_job import start_ray
     from pipelines.resources import PlanDoesNotFit
     from pipelines.serve_app import DeployFailed, Endpoint, start_endpoint, stop_endpoint
     from routing.config import load_config
@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     # process on the spot, which would leave Serve's replicas and a local Ray behind.
     # Ours turns SIGTERM (a scheduler or container runtime stopping us) into the same
     # clean shutdown as Ctrl-C, at any point from here on, deployment included.
-    started_ray = _start_ray(config)
+    started_ray = start_ray(config)
     signal.signal(signal.SIGTERM, _interrupt)
     endpoint = Endpoint(url="", started_ray=started_ray)
     try:
