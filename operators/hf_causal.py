@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from operators.hf_qa import select_device
-from operators.runner_base import RunnerOutput
+from operators.runner_base import RunnerOutput, check_batch_lengths, unusable_reason
 from routing.config import HFCausalLMExpert
 from routing.prompting import extract_answer, render_prompt
 
@@ -33,12 +33,6 @@ class Generation:
     mean_logprob: Optional[float]
 
 
-def _unusable(question: object, context: object) -> Optional[str]:
-    if not isinstance(question, str) or not question.strip():
-        return "invalid_row: question is missing or empty"
-    if not isinstance(context, str) or not context.strip():
-        return "invalid_row: context is missing or empty"
-    return None
 
 
 def _as_id_set(value: object) -> set[int]:
@@ -121,12 +115,8 @@ class HFCausalLMRunner:
     def answer(
         self, ids: Sequence[str], questions: Sequence[str], contexts: Sequence[str]
     ) -> RunnerOutput:
-        n = len(ids)
-        if not (len(questions) == len(contexts) == n):
-            raise ValueError(
-                f"ids, questions and contexts differ in length ({n}, {len(questions)}, {len(contexts)})"
-            )
-        errors: list[Optional[str]] = [_unusable(q, c) for q, c in zip(questions, contexts)]
+        n = check_batch_lengths(ids, questions, contexts)
+        errors: list[Optional[str]] = [unusable_reason(q, c) for q, c in zip(questions, contexts)]
         prompts: dict[int, list[int]] = {}
         for i in range(n):
             if errors[i] is not None:

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from operators.qa_windows import EncodedWindow, encode_windows, pad_batch, unpad
-from operators.runner_base import RunnerOutput
+from operators.runner_base import RunnerOutput, check_batch_lengths, unusable_reason
 from routing.config import HFExtractiveQAExpert
 from routing.spans import SpanAnswer, Window, decode_spans
 
@@ -37,13 +37,6 @@ def select_device() -> torch.device:
     return torch.device("cuda:0")
 
 
-def _unusable(question: object, context: object) -> Optional[str]:
-    # Written "kind: detail" like every row error, so the summary counts it by kind.
-    if not isinstance(question, str) or not question.strip():
-        return "invalid_row: question is missing or empty"
-    if not isinstance(context, str) or not context.strip():
-        return "invalid_row: context is missing or empty"
-    return None
 
 
 class HFExtractiveQARunner:
@@ -68,12 +61,8 @@ class HFExtractiveQARunner:
     def answer(
         self, ids: Sequence[str], questions: Sequence[str], contexts: Sequence[str]
     ) -> RunnerOutput:
-        n = len(ids)
-        if not (len(questions) == len(contexts) == n):
-            raise ValueError(
-                f"ids, questions and contexts differ in length ({n}, {len(questions)}, {len(contexts)})"
-            )
-        errors: list[Optional[str]] = [_unusable(q, c) for q, c in zip(questions, contexts)]
+        n = check_batch_lengths(ids, questions, contexts)
+        errors: list[Optional[str]] = [unusable_reason(q, c) for q, c in zip(questions, contexts)]
         usable = [i for i in range(n) if errors[i] is None]
         # Leading white space in a question only wastes window room (as in HF's scripts).
         stripped = {i: questions[i].lstrip() for i in usable}

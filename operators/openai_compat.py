@@ -29,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
-from operators.runner_base import RunnerOutput
+from operators.runner_base import RunnerOutput, check_batch_lengths
 from routing.config import OpenAICompatibleExpert
 from routing.prompting import extract_answer, render_prompt
 
@@ -165,11 +165,7 @@ class OpenAICompatibleRunner:
     def answer(
         self, ids: Sequence[str], questions: Sequence[str], contexts: Sequence[str]
     ) -> RunnerOutput:
-        n = len(ids)
-        if not (len(questions) == len(contexts) == n):
-            raise ValueError(
-                f"ids, questions and contexts differ in length ({n}, {len(questions)}, {len(contexts)})"
-            )
+        n = check_batch_lengths(ids, questions, contexts)
         results = list(self._pool.map(self.answer_one, questions, contexts))
         return RunnerOutput(
             answers=[r.answer for r in results],

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
@@ -72,35 +75,62 @@ def count_rows(output: str) -> int:
     return pads.dataset(path, filesystem=fs, format="parquet").count_rows()
 
 
+# Rows per batch when the summary reads the output back. Small and fixed, with no
+# read-ahead: the driver's memory must not grow with the output. Turning whole batches
+# into Python lists (the scanner's default batch is 131,072 rows, read ahead across
+# several files) grew the driver by ~100 MB at 1M output rows against ~23 MB at 100k,
+# which was the whole difference between the two in bench/RESULTS.md.
+_SUMMARY_BATCH_ROWS = 16_384
+
+
 def output_totals(output: str) -> tuple[int, dict[str, ExpertTotals], dict[str, int], int]:
-    """(rows, per-expert totals, errors by kind, rows answered) of a run's Parquet."""
+    """(rows, per-expert totals, errors by kind, rows answered) of a run's Parquet.
+
+    Aggregated with Arrow kernels batch by batch; only rows that carry an error go
+    through Python, to read its kind."""
     fs, path = filesystem_and_path(output)
     dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False)
     experts: dict[str, ExpertTotals] = {}
     errors: dict[str, int] = {}
     rows = answered = 0
     cols = ["expert", "answer", "error", *_SUM_COLUMNS]
-    for batch in dataset.to_batches(columns=cols):
-        data = batch.to_pydict()
-        for i in range(batch.num_rows):
-            rows += 1
-            kind = error_kind(data["error"][i])
+    scanner = dataset.scanner(columns=cols, batch_size=_SUMMARY_BATCH_ROWS, batch_readahead=1, fragment_readahead=1)
+    for batch in scanner.to_batches():
+        n = batch.num_rows
+        if n == 0:
+            continue
+        rows += n
+        error = batch.column("error")
+        with_error = np.zeros(n, dtype=bool)  # rows whose error has a kind, as error_kind reads it
+        err_idx = np.flatnonzero(pc.is_valid(error).to_numpy(zero_copy_only=False))
+        for i, text in zip(err_idx, error.take(pa.array(err_idx, pa.int64())).to_pylist()):
+            kind = error_kind(text)
             if kind:
                 errors[kind] = errors.get(kind, 0) + 1
-            name = data["expert"][i]
-            if name is None:
-                continue
-            t = experts.setdefault(name, ExpertTotals())
-            t.rows += 1
-            if kind:
-                t.errors += 1
-            if data["answer"][i] is not None:
-                t.answered += 1
-                answered += 1
-            t.cost_usd += data["cost_usd"][i] or 0.0
-            t.input_tokens += data["input_tokens"][i] or 0
-            t.output_tokens += data["output_tokens"][i] or 0
-            t.expert_seconds += data["expert_seconds"][i] or 0.0
+                with_error[i] = True
+        table = pa.table(
+            {
+                "expert": batch.column("expert"),
+                "has_error": with_error,
+                "has_answer": pc.is_valid(batch.column("answer")),
+                **{c: batch.column(c) for c in _SUM_COLUMNS},
+            }
+        ).filter(pc.is_valid(batch.column("expert")))
+        if table.num_rows == 0:
+            continue
+        grouped = table.group_by("expert").aggregate(
+            [("expert", "count"), ("has_error", "sum"), ("has_answer", "sum"), *[(c, "sum") for c in _SUM_COLUMNS]]
+        ).to_pylist()
+        for g in grouped:
+            t = experts.setdefault(g["expert"], ExpertTotals())
+            t.rows += int(g["expert_count"])
+            t.errors += int(g["has_error_sum"] or 0)
+            t.answered += int(g["has_answer_sum"] or 0)
+            answered += int(g["has_answer_sum"] or 0)
+            t.cost_usd += float(g["cost_usd_sum"] or 0.0)
+            t.input_tokens += int(g["input_tokens_sum"] or 0)
+            t.output_tokens += int(g["output_tokens_sum"] or 0)
+            t.expert_seconds += float(g["expert_seconds_sum"] or 0.0)
     return rows, experts, errors, answered
 
 
