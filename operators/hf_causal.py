@@ -33,8 +33,6 @@ class Generation:
     mean_logprob: Optional[float]
 
 
-
-
 def _as_id_set(value: object) -> set[int]:
     if value is None:
         return set()

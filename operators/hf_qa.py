@@ -37,8 +37,6 @@ def select_device() -> torch.device:
     return torch.device("cuda:0")
 
 
-
-
 class HFExtractiveQARunner:
     """`ExpertRunner` for extractive readers (BERT, RoBERTa, DeBERTa, ... fine-tuned on SQuAD)."""
 

@@ -29,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
-from operators.runner_base import RunnerOutput, check_batch_lengths
+from operators.runner_base import RunnerOutput, check_batch_lengths, unusable_reason
 from routing.config import OpenAICompatibleExpert
 from routing.prompting import extract_answer, render_prompt
 
@@ -190,10 +190,9 @@ class OpenAICompatibleRunner:
 
     def answer_one(self, question: object, context: object) -> RowResult:
         """One row, with retries. Never raises for anything the server or network does."""
-        if not isinstance(question, str) or not question.strip():
-            return RowResult(None, 0, 0, "invalid_row: question is missing or empty", 0)
-        if not isinstance(context, str) or not context.strip():
-            return RowResult(None, 0, 0, "invalid_row: context is missing or empty", 0)
+        problem = unusable_reason(question, context)
+        if problem:
+            return RowResult(None, 0, 0, problem, 0)
         payload = json.dumps(self.request_body(question, context)).encode()
         attempts = 0
         while True:

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from operators.schema import error_kind
 from pipelines import exit_codes
@@ -75,62 +76,58 @@ def count_rows(output: str) -> int:
     return pads.dataset(path, filesystem=fs, format="parquet").count_rows()
 
 
-# Rows per batch when the summary reads the output back. Small and fixed, with no
-# read-ahead: the driver's memory must not grow with the output. Turning whole batches
-# into Python lists (the scanner's default batch is 131,072 rows, read ahead across
-# several files) grew the driver by ~100 MB at 1M output rows against ~23 MB at 100k,
-# which was the whole difference between the two in bench/RESULTS.md.
+# Rows per batch when the summary reads the output back: small and fixed, so that the
+# driver's memory does not grow with the output (see `output_totals`).
 _SUMMARY_BATCH_ROWS = 16_384
 
 
 def output_totals(output: str) -> tuple[int, dict[str, ExpertTotals], dict[str, int], int]:
     """(rows, per-expert totals, errors by kind, rows answered) of a run's Parquet.
 
-    Aggregated with Arrow kernels batch by batch; only rows that carry an error go
-    through Python, to read its kind."""
+    Read one file at a time in small batches on this thread, and summed with Arrow
+    kernels per expert; only rows that carry an error go through Python, to read its
+    kind. The driver's memory must stay flat however large the run: reading through a
+    multi-threaded dataset scan and turning every batch into Python lists grew the
+    driver by ~100 MB at 1M output rows against ~23 MB at 100k (bench/RESULTS.md),
+    and a threaded group_by alone kept ~60 MB of it; this way it grows by ~15 MB at
+    either size.
+    """
     fs, path = filesystem_and_path(output)
     dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False)
     experts: dict[str, ExpertTotals] = {}
     errors: dict[str, int] = {}
     rows = answered = 0
     cols = ["expert", "answer", "error", *_SUM_COLUMNS]
-    scanner = dataset.scanner(columns=cols, batch_size=_SUMMARY_BATCH_ROWS, batch_readahead=1, fragment_readahead=1)
-    for batch in scanner.to_batches():
-        n = batch.num_rows
-        if n == 0:
-            continue
-        rows += n
-        error = batch.column("error")
-        with_error = np.zeros(n, dtype=bool)  # rows whose error has a kind, as error_kind reads it
-        err_idx = np.flatnonzero(pc.is_valid(error).to_numpy(zero_copy_only=False))
-        for i, text in zip(err_idx, error.take(pa.array(err_idx, pa.int64())).to_pylist()):
-            kind = error_kind(text)
-            if kind:
-                errors[kind] = errors.get(kind, 0) + 1
-                with_error[i] = True
-        table = pa.table(
-            {
-                "expert": batch.column("expert"),
-                "has_error": with_error,
-                "has_answer": pc.is_valid(batch.column("answer")),
-                **{c: batch.column(c) for c in _SUM_COLUMNS},
-            }
-        ).filter(pc.is_valid(batch.column("expert")))
-        if table.num_rows == 0:
-            continue
-        grouped = table.group_by("expert").aggregate(
-            [("expert", "count"), ("has_error", "sum"), ("has_answer", "sum"), *[(c, "sum") for c in _SUM_COLUMNS]]
-        ).to_pylist()
-        for g in grouped:
-            t = experts.setdefault(g["expert"], ExpertTotals())
-            t.rows += int(g["expert_count"])
-            t.errors += int(g["has_error_sum"] or 0)
-            t.answered += int(g["has_answer_sum"] or 0)
-            answered += int(g["has_answer_sum"] or 0)
-            t.cost_usd += float(g["cost_usd_sum"] or 0.0)
-            t.input_tokens += int(g["input_tokens_sum"] or 0)
-            t.output_tokens += int(g["output_tokens_sum"] or 0)
-            t.expert_seconds += float(g["expert_seconds_sum"] or 0.0)
+    for file in dataset.files:
+        with fs.open_input_file(file) as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=_SUMMARY_BATCH_ROWS, columns=cols, use_threads=False):
+                n = batch.num_rows
+                rows += n
+                error = batch.column("error")
+                with_error = np.zeros(n, dtype=bool)  # rows whose error has a kind, as error_kind reads it
+                err_idx = np.flatnonzero(pc.is_valid(error).to_numpy(zero_copy_only=False))
+                for i, text in zip(err_idx, error.take(pa.array(err_idx, pa.int64())).to_pylist()):
+                    kind = error_kind(text)
+                    if kind:
+                        errors[kind] = errors.get(kind, 0) + 1
+                        with_error[i] = True
+                has_answer = pc.is_valid(batch.column("answer")).to_numpy(zero_copy_only=False)
+                expert = batch.column("expert")
+                for name in pc.unique(expert).to_pylist():
+                    if name is None:
+                        continue  # rows that never reached an expert count only in the totals above
+                    mask = pc.fill_null(pc.equal(expert, name), False)
+                    mine = mask.to_numpy(zero_copy_only=False)
+                    t = experts.setdefault(name, ExpertTotals())
+                    t.rows += int(mine.sum())
+                    t.errors += int((with_error & mine).sum())
+                    got = int((has_answer & mine).sum())
+                    t.answered += got
+                    answered += got
+                    t.cost_usd += float(pc.sum(batch.column("cost_usd").filter(mask)).as_py() or 0.0)
+                    t.input_tokens += int(pc.sum(batch.column("input_tokens").filter(mask)).as_py() or 0)
+                    t.output_tokens += int(pc.sum(batch.column("output_tokens").filter(mask)).as_py() or 0)
+                    t.expert_seconds += float(pc.sum(batch.column("expert_seconds").filter(mask)).as_py() or 0.0)
     return rows, experts, errors, answered
 
 
