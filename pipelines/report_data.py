@@ -14,13 +14,12 @@ import time
 from typing import Any, Optional
 
 import numpy as np
-import pyarrow.dataset as pads
 
 from operators.schema import error_kind
 from pipelines.shards import read_run_record
-from pipelines.summary import read_summary
+from pipelines.summary import NotRunOutput, open_output, read_summary
 from routing.squad import load_squad, score_one
-from routing.storage import exists, filesystem_and_path, join, read_bytes
+from routing.storage import exists, join, read_bytes
 
 _COLUMNS = ("id", "expert", "answer", "error", "cost_usd", "input_tokens", "output_tokens", "expert_seconds")
 THROUGHPUT_BINS = 30
@@ -33,13 +32,10 @@ class ReportError(ValueError):
 
 def read_rows(run_dir: str) -> dict[str, np.ndarray]:
     """The run's rows, as one array per column (only the small columns)."""
-    fs, path = filesystem_and_path(run_dir)
     try:
-        dataset = pads.dataset(path, filesystem=fs, format="parquet")
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{run_dir}: cannot read its Parquet files ({exc})") from None
-    if not dataset.files or "expert" not in dataset.schema.names:
-        raise ReportError(f"{run_dir}: holds no routebatch output (no Parquet files with an expert column)")
+        dataset = open_output(run_dir, needs="expert")
+    except NotRunOutput as exc:
+        raise ReportError(str(exc)) from None
     # Runs written before `answered_at` existed still get a report, without the time plot.
     columns = [c for c in (*_COLUMNS, "answered_at") if c in dataset.schema.names]
     table = dataset.to_table(columns=columns)

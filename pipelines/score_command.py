@@ -6,12 +6,10 @@ import argparse
 import json
 import sys
 
-import pyarrow.dataset as pads
-
 from pipelines import exit_codes
+from pipelines.summary import NotRunOutput, open_output
 from routing.config import ConfigError
 from routing.squad import load_squad, score_predictions
-from routing.storage import filesystem_and_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,13 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_answers(output: str) -> tuple[dict[str, str | None], dict[str, str]]:
-    fs, path = filesystem_and_path(output)
     try:
-        dataset = pads.dataset(path, filesystem=fs, format="parquet")
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--predictions: cannot read {output} ({exc})") from None
-    if not dataset.files or "id" not in dataset.schema.names:
-        raise ConfigError(f"--predictions: {output} holds no routebatch output (no Parquet files with an id column)")
+        dataset = open_output(output, needs="id")
+    except NotRunOutput as exc:
+        raise ConfigError(f"--predictions: {exc}") from None
     table = dataset.to_table(columns=["id", "answer", "expert"])
     answers: dict[str, str | None] = {}
     experts: dict[str, str] = {}

@@ -68,6 +68,23 @@ class Summary:
         return asdict(self)
 
 
+class NotRunOutput(ValueError):
+    """A path that holds no routebatch output to read."""
+
+
+def open_output(output: str, needs: str) -> pads.Dataset:
+    """The Parquet dataset of a run's output, refusing (with a message that says why)
+    anything that is not one: a missing path, or Parquet files without column `needs`."""
+    fs, path = filesystem_and_path(output)
+    try:
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    except (OSError, ValueError) as exc:
+        raise NotRunOutput(f"cannot read {output} ({exc})") from None
+    if not dataset.files or needs not in dataset.schema.names:
+        raise NotRunOutput(f"{output} holds no routebatch output (no Parquet files with a {needs} column)")
+    return dataset
+
+
 def count_rows(output: str) -> int:
     """Rows in the Parquet files under `output`, from their footers."""
     fs, path = filesystem_and_path(output)
