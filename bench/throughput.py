@@ -581,8 +581,6 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     outputs: dict[str, str] = {}
     for rep in range(args.repeats):
         for label, mode, plan, t in runs:  # interleaved, so slow spells of a shared machine hit every run alike
-            if label.startswith("direct T=2") and rep > 0:
-                continue  # once is enough to show where two threads stand (see RESULTS.md)
             out = str(workdir / "out" / f"{_label_path(label)}-{rep}") + (".parquet" if mode == "direct" else "")
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             res = run_child(mode, {**plan, "out": out}, workdir, t)
