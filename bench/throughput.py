@@ -149,7 +149,7 @@ def write_corpus(workdir: Path, copies: int, shards: int = 4) -> tuple[str, int]
 
     questions = load_squad(QUESTIONS)
     rows = [(f"{q.id}-{k}", q.question, q.context) for k in range(copies) for q in questions]
-    out = workdir / f"corpus-{copies}"
+    out = workdir / (f"corpus-{copies}" if shards == 4 else f"corpus-{copies}-{shards}files")
     if not out.exists():
         out.mkdir(parents=True)
         per = -(-len(rows) // shards)
@@ -531,10 +531,10 @@ EXPERT_CPUS = 0.35  # per actor: 4 actors + dedupe + router + one light task = 2
 
 def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     models = build_models(workdir)
-    corpus, n_rows = write_corpus(workdir, args.copies)
+    corpus, n_rows = write_corpus(workdir, args.copies, args.shards)
     routers = {k: rule_router(corpus, names) for k, names in EXPERT_SETS.items()}
     threads = args.threads
-    print(f"corpus: {n_rows} questions ({args.copies} x squad_replay) in {corpus}; threads per model process: {threads}")
+    print(f"corpus: {n_rows} questions ({args.copies} x squad_replay) in {args.shards} Parquet file(s) in {corpus}; threads per model process: {threads}")
     print(f"routers: {json.dumps(routers)}")
     print(f"pools (actors per expert): {POOLS}, {EXPERT_CPUS} CPU each; execution.batch_size {ROW_BATCH}; "
           f"windows per forward pass {WINDOW_BATCH}; max_seq_len {MAX_SEQ_LEN}, doc_stride {DOC_STRIDE}", flush=True)
@@ -557,20 +557,21 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if not args.quick:
             runs.append((f"direct T=2, {k} experts", "direct", base, 2))
         runs.append((f"routebatch as built, {k} experts", "routebatch", base, threads))
-        if not args.quick:
+        if not (args.quick or args.target_only):
             runs.append((f"routebatch + split, {k} experts", "routebatch", {**base, "split_blocks": True}, threads))
         runs.append((f"routebatch + split + expert batch x{k}, {k} experts", "routebatch",
                      {**base, "split_blocks": True, "expert_batch_factor": k}, threads))
     single = expert_spec("large", models["large"], num_cpus=EXPERT_CPUS, min_actors=2, max_actors=2)
     single_plan = {"corpus": corpus, "rows": n_rows, "batch": ROW_BATCH, "experts": [single],
                    "router": {"kind": "fixed", "expert": "large"}}
-    runs.append(("raydata single model (large, 2 actors)", "raydata", single_plan, threads))
-    if not args.quick:
+    if not args.target_only:
+        runs.append(("raydata single model (large, 2 actors)", "raydata", single_plan, threads))
+    if not (args.quick or args.target_only):
         runs.append(("routebatch fixed router (large, 2 actors)", "routebatch", single_plan, threads))
     runs.append(("ray.init + shutdown", "rayinit", {}, threads))
     k0 = args.experts[0]
     fixed_label = f"routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)"
-    if not args.quick:
+    if not (args.quick or args.target_only):
         runs.append((fixed_label, "routebatch",
                      {"corpus": str(one_batch), "rows": ROW_BATCH, "batch": ROW_BATCH, "router": routers[k0], "experts": experts_for(k0)}, threads))
 
@@ -602,7 +603,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         print(f"{label:<52} {rows:>6} {wall:>16.1f} {qps[label]:>7.1f}   {walls}")
     print()
     ratios: dict[str, float] = {}
-    single_qps = qps["raydata single model (large, 2 actors)"]
+    single_qps = qps.get("raydata single model (large, 2 actors)")
     for k in args.experts:
         d1 = qps[f"direct T=1, {k} experts"]
         best = max(d1, qps.get(f"direct T=2, {k} experts", 0.0))
@@ -610,7 +611,8 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             ratios[f"{variant} / direct T=1"] = qps[variant] / d1
             if not args.quick:
                 ratios[f"{variant} / best direct (T=1 or T=2)"] = qps[variant] / best
-            ratios[f"{variant} / raydata single (large)"] = qps[variant] / single_qps
+            if single_qps:
+                ratios[f"{variant} / raydata single (large)"] = qps[variant] / single_qps
     overhead_ms = None
     if "routebatch fixed router (large, 2 actors)" in qps:
         ratios["routebatch fixed router / raydata single (large)"] = qps["routebatch fixed router (large, 2 actors)"] / single_qps
@@ -716,8 +718,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="smoke run in < 5 min: one repeat, the 950 questions once, 2 experts, no T=2 direct run, "
                         "no fixed-router run, no memory run")
     p.add_argument("--copies", type=int, help="corpus = this many copies of the 950 questions (default 6; 1 with --quick)")
+    p.add_argument("--shards", type=int, default=4, help="Parquet files the throughput corpus is written in (default 4)")
     p.add_argument("--repeats", type=int, help="repeats of every run (default 3; 1 with --quick)")
     p.add_argument("--experts", help="expert counts to run routebatch with (default 2,3; 2 with --quick)")
+    p.add_argument("--target-only", action="store_true",
+                   help="only the runs the issue's targets are judged on: direct T=1 and T=2, routebatch as built "
+                        "and with the proposed wiring, and ray.init (e.g. with a larger --copies)")
     p.add_argument("--threads", type=int, default=1, help="threads per model process for the Ray runs (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory run (it is skipped with --quick)")
     p.add_argument("--memory-only", action="store_true", help="only the memory run")
