@@ -2,7 +2,7 @@
 
     python bench/throughput.py --quick       # smoke run, < 5 min on 2 cores; no memory run
     python bench/throughput.py               # full: 3 repeats of 5,700 questions, then the 100k/1M-row memory run
-    python bench/throughput.py --memory-only # only the memory run (add --memory-split for the proposed wiring)
+    python bench/throughput.py --memory-only # only the memory run (add --memory-previous to compare the previous plan)
     python bench/throughput.py --no-memory   # full throughput runs without the memory run
 
 Results and what they mean: bench/RESULTS.md.
@@ -35,10 +35,10 @@ Why it is built this way:
   children set RAY_worker_niceness=0 (--ray-worker-niceness to change it).
 * Figures are noisy on a shared machine: the runs of one repeat are interleaved, each
   is repeated, and the median is reported together with every raw figure.
-* Plan changes proposed in RESULTS.md are measured before they are wired into
-  pipelines/batch_job.py by rows labelled "+ split" and "+ expert batch" (see
-  `_apply_proposed_wiring`); "as built" rows run the plan exactly as batch_job.py builds
-  it (with Ray Data's V1 Parquet reader: the V2 default stalls, see `thread_env`).
+* "routebatch" rows run the plan exactly as pipelines/batch_job.py builds it (with Ray
+  Data's V1 Parquet reader: the V2 default stalls, see `thread_env`); "previous plan"
+  rows undo the block split this bench led to (`_apply_previous_plan`), so what it
+  changed stays measured.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ EXPERT_SETS = {2: ["small", "large"], 3: ["small", "medium", "large"]}
 MAX_SEQ_LEN, DOC_STRIDE, WINDOW_BATCH = 256, 64, 16
 RAY_WORKER_NICENESS = 0  # set from --ray-worker-niceness
 RAY_TMPDIR = "/tmp/rbbench"  # short: Ray's unix socket paths must stay under ~100 chars
-MIN_ROWS_PER_FILE = 50_000  # proposed write_parquet(min_rows_per_file=...) when blocks are split
 ROW_BATCH = 64  # rows per call in every mode: the direct loop's batches and execution.batch_size
 
 
@@ -295,41 +294,14 @@ def child_raydata(plan: dict) -> None:
     _result(wall_s=time.perf_counter() - _T0, init_s=init_s, job_s=job_s, shutdown_s=time.perf_counter() - t_down, rows=plan["rows"])
 
 
-def _apply_proposed_wiring(plan: dict) -> None:
-    """Emulate the changes to the plan in pipelines/batch_job.py that RESULTS.md
-    proposes, so that they can be measured before they are wired in: with
-    `split_blocks`, the stream is cut into blocks of k x `batch` rows right before the
-    duplicate-id stage (operators.rebatch.split_into_batches) and the writer gathers
-    blocks into files of at least MIN_ROWS_PER_FILE rows; with `expert_batch_factor`
-    k (default 1), the expert stages take k x `batch` rows per call
-    (operators.rebatch.expert_batch_rows), one block each. Both are no-ops once batch_job.py does the
-    same; without them the plan runs exactly as batch_job.py builds it."""
-    import ray.data
+def _apply_previous_plan() -> None:
+    """Run the plan as batch_job.py built it before the block split was wired in: blocks
+    as read (one per file), and expert stages that take `execution.batch_size` rows per
+    call. Rows labelled "previous plan" measure what the wiring changed."""
+    import pipelines.batch_job as batch_job
 
-    from operators.rebatch import expert_batch_rows, split_into_batches
-    from operators.stages import AnswerWithExpert, FlagDuplicateIds
-    from pipelines.resources import LIGHT_TASK_CPUS
-
-    original = ray.data.Dataset.map_batches
-    batch, factor, split = plan["batch"], plan.get("expert_batch_factor", 1), plan.get("split_blocks", False)
-
-    def map_batches(self, fn, *args, **kwargs):
-        if split and fn is FlagDuplicateIds:
-            self = split_into_batches(self, expert_batch_rows(batch, factor), LIGHT_TASK_CPUS)
-        if isinstance(fn, type) and issubclass(fn, AnswerWithExpert) and kwargs.get("batch_size"):
-            kwargs["batch_size"] = max(kwargs["batch_size"], expert_batch_rows(batch, factor))
-        return original(self, fn, *args, **kwargs)
-
-    ray.data.Dataset.map_batches = map_batches
-    if split:
-        original_write = ray.data.Dataset.write_parquet
-
-        def write_parquet(self, path, *args, **kwargs):
-            # Blocks of `batch` rows would otherwise become one output file each.
-            kwargs.setdefault("min_rows_per_file", MIN_ROWS_PER_FILE)
-            return original_write(self, path, *args, **kwargs)
-
-        ray.data.Dataset.write_parquet = write_parquet
+    batch_job.split_into_batches = lambda ds, rows, num_cpus: ds
+    batch_job.expert_batch_rows = lambda batch_size, n_experts: batch_size
 
 
 def child_routebatch(plan: dict) -> None:
@@ -337,8 +309,8 @@ def child_routebatch(plan: dict) -> None:
     from pipelines.batch_job import run_job
     from routing.config import parse_config
 
-    if plan.get("expert_batch_factor", 1) != 1 or plan.get("split_blocks"):
-        _apply_proposed_wiring(plan)
+    if plan.get("previous_plan"):
+        _apply_previous_plan()
     cfg = parse_config(job_config(plan["corpus"], plan["out"], plan["experts"], plan["router"], plan["batch"]))
     t_job = time.perf_counter()
     summary = run_job(cfg, output=plan["out"], overwrite=True, progress=False)
@@ -390,8 +362,8 @@ def child_memory(plan: dict) -> None:
     from pipelines.batch_job import run_job
     from routing.config import parse_config
 
-    if plan.get("expert_batch_factor", 1) != 1 or plan.get("split_blocks"):
-        _apply_proposed_wiring(plan)
+    if plan.get("previous_plan"):
+        _apply_previous_plan()
     cfg = parse_config(job_config(plan["corpus"], plan["out"], plan["experts"], plan["router"], plan["batch"], object_store_mb=plan["object_store_mb"]))
     t_job = time.perf_counter()
     summary = run_job(cfg, output=plan["out"], overwrite=True, progress=False)
@@ -556,11 +528,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         runs.append((f"direct T=1, {k} experts", "direct", base, 1))
         if not args.quick:
             runs.append((f"direct T=2, {k} experts", "direct", base, 2))
-        runs.append((f"routebatch as built, {k} experts", "routebatch", base, threads))
-        if not (args.quick or args.target_only):
-            runs.append((f"routebatch + split, {k} experts", "routebatch", {**base, "split_blocks": True}, threads))
-        runs.append((f"routebatch + split + expert batch x{k}, {k} experts", "routebatch",
-                     {**base, "split_blocks": True, "expert_batch_factor": k}, threads))
+        runs.append((f"routebatch, {k} experts", "routebatch", base, threads))
+        if not args.quick:
+            runs.append((f"routebatch previous plan, {k} experts", "routebatch", {**base, "previous_plan": True}, threads))
     single = expert_spec("large", models["large"], num_cpus=EXPERT_CPUS, min_actors=2, max_actors=2)
     single_plan = {"corpus": corpus, "rows": n_rows, "batch": ROW_BATCH, "experts": [single],
                    "router": {"kind": "fixed", "expert": "large"}}
@@ -571,12 +541,14 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs.append(("ray.init + shutdown", "rayinit", {}, threads))
     k0 = args.experts[0]
     fixed_label = f"routebatch, {k0} experts, {ROW_BATCH} rows (fixed costs)"
-    if not (args.quick or args.target_only):
-        runs.append((fixed_label, "routebatch",
-                     {"corpus": str(one_batch), "rows": ROW_BATCH, "batch": ROW_BATCH, "router": routers[k0], "experts": experts_for(k0)}, threads))
+    direct_fixed_label = f"direct T=1, {k0} experts, {ROW_BATCH} rows (fixed costs)"
+    if not args.quick:
+        one = {"corpus": str(one_batch), "rows": ROW_BATCH, "batch": ROW_BATCH, "router": routers[k0], "experts": experts_for(k0)}
+        runs.append((direct_fixed_label, "direct", one, 1))
+        runs.append((fixed_label, "routebatch", one, threads))
 
     def variants(k: int) -> list[str]:
-        return [label for label, *_ in runs if label.startswith("routebatch ") and label.endswith(f", {k} experts")]
+        return [label for label, *_ in runs if label.startswith("routebatch") and label.endswith(f", {k} experts")]
 
     results: dict[str, list[dict]] = {label: [] for label, *_ in runs}
     outputs: dict[str, str] = {}
@@ -626,6 +598,17 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if fixed_label in results:
         line += f"; whole routebatch job ({k0} experts) on {ROW_BATCH} rows: {median(results[fixed_label]):.1f} s"
     print(line)
+    if fixed_label in results and direct_fixed_label in results:
+        # Per-row speed once everything has started: the extra rows over the extra time
+        # against a job of one batch. Fixed costs (start-up, model loading, shutdown)
+        # cancel out, so this is what a long job tends to.
+        steady = {}
+        for label, fixed in ((f"direct T=1, {k0} experts", direct_fixed_label), (f"routebatch, {k0} experts", fixed_label)):
+            extra_s = median(results[label]) - median(results[fixed])
+            steady[label] = (n_rows - ROW_BATCH) / extra_s if extra_s > 0 else float("nan")
+            print(f"steady state, {label}: {steady[label]:.1f} q/s; fixed cost (job on {ROW_BATCH} rows) {median(results[fixed]):.1f} s")
+        ratios[f"steady state routebatch / direct T=1, {k0} experts"] = steady[f"routebatch, {k0} experts"] / steady[f"direct T=1, {k0} experts"]
+        print(f"ratio steady state routebatch / direct T=1, {k0} experts: {ratios[f'steady state routebatch / direct T=1, {k0} experts']:.3f}")
     for k in args.experts:
         d = results[f"direct T=1, {k} experts"]
         print(f"direct T=1, {k} experts: model loading {median(d, 'load_s'):.1f} s; rule routing in-process {median(d, 'route_s') * 1000 / n_rows:.4f} ms/question")
@@ -684,8 +667,8 @@ def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ]
     router = {"kind": "rule", "rules": [{"expert": "strong", "min_context_chars": 45}], "default": "cheap"}
     variants = [("plan as built", {})]
-    if args.memory_split:
-        variants.append(("+ split, expert batch x2", {"split_blocks": True, "expert_batch_factor": 2}))
+    if args.memory_previous:
+        variants.append(("previous plan", {"previous_plan": True}))
     print(f"memory: replay experts, execution.batch_size {args.memory_batch}, input shards of {args.memory_shard_rows} rows; "
           f"variants: {', '.join(v for v, _ in variants)}", flush=True)
     results: dict[tuple[str, int], list[dict]] = {(v, s): [] for v, _ in variants for s in sizes}
@@ -722,8 +705,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--repeats", type=int, help="repeats of every run (default 3; 1 with --quick)")
     p.add_argument("--experts", help="expert counts to run routebatch with (default 2,3; 2 with --quick)")
     p.add_argument("--target-only", action="store_true",
-                   help="only the runs the issue's targets are judged on: direct T=1 and T=2, routebatch as built "
-                        "and with the proposed wiring, and ray.init (e.g. with a larger --copies)")
+                   help="only the runs the issue's targets are judged on: direct T=1 and T=2, routebatch (and its "
+                        "previous plan), and ray.init (e.g. with a larger --copies)")
     p.add_argument("--threads", type=int, default=1, help="threads per model process for the Ray runs (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory run (it is skipped with --quick)")
     p.add_argument("--memory-only", action="store_true", help="only the memory run")
@@ -731,7 +714,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--memory-batch", type=int, default=1024, help="execution.batch_size of the memory run")
     p.add_argument("--memory-shard-rows", type=int, default=10000)
     p.add_argument("--memory-repeats", type=int, default=3)
-    p.add_argument("--memory-split", action="store_true", help="also run the memory check with the proposed block splitting")
+    p.add_argument("--memory-previous", action="store_true", help="also run the memory check with the previous plan (no block split)")
     p.add_argument("--ray-worker-niceness", type=int, default=0,
                    help="nice value of Ray's worker processes (Ray's own default is 15; 0 = the direct loop's priority)")
     p.add_argument("--workdir", help="where models, corpora and outputs go (default: a new temp dir)")

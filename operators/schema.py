@@ -11,6 +11,10 @@ from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 
+# One entry per stage expert a cascade row has been through, in stage order; `answer`
+# is null where the stage gave none (an error), which agrees with nothing.
+CASCADE_TRAIL_TYPE = pa.list_(pa.struct([("answer", pa.string()), ("score", pa.float64())]))
+
 WORK_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -18,6 +22,9 @@ WORK_SCHEMA = pa.schema(
         ("context", pa.string()),
         ("source", pa.string()),
         ("expert", pa.string()),
+        # Cascade routers: the experts a row was asked, in order ("a>b>final"); the
+        # row's cost, tokens and seconds are the sums over them. Null for other routers.
+        ("consulted", pa.string()),
         ("answer", pa.string()),
         ("score", pa.float64()),
         ("cost_usd", pa.float64()),
@@ -29,11 +36,16 @@ WORK_SCHEMA = pa.schema(
         ("answered_at", pa.float64()),
         ("error", pa.string()),
         ("run_id", pa.string()),
+        # Cascade routers only, internal: the stage answers so far, which the next
+        # stage needs to decide. Not written (see INTERNAL_COLUMNS).
+        ("cascade_trail", CASCADE_TRAIL_TYPE),
     ]
 )
 
-# What lands in the output: the work schema less the (large, duplicated) context.
-OUTPUT_COLUMNS = [f.name for f in WORK_SCHEMA if f.name != "context"]
+# Work columns that never land in the output: the (large, duplicated) context, and the
+# cascade's trail, whose answers the row's `answer` and `consulted` already report.
+INTERNAL_COLUMNS = ("context", "cascade_trail")
+OUTPUT_COLUMNS = [f.name for f in WORK_SCHEMA if f.name not in INTERNAL_COLUMNS]
 OUTPUT_SCHEMA = pa.schema([WORK_SCHEMA.field(n) for n in OUTPUT_COLUMNS])
 
 _ZERO = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "expert_seconds": 0.0}

@@ -15,16 +15,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.cascade import cascade_updates
 from operators.read_input import UnreadableFile, parse_jsonl, parse_squad
 from operators.runner_base import ExpertRunner, RunnerOutput
-from operators.schema import WORK_SCHEMA, rows_to_table
+from operators.schema import INTERNAL_COLUMNS, WORK_SCHEMA, rows_to_table
 from routing.config import (
+    CascadeRouter,
     ColumnMapping,
     HFCausalLMExpert,
     HFExtractiveQAExpert,
     OpenAICompatibleExpert,
     ReplayExpert,
 )
+from routing.cascade import CascadePlan
 from routing.costs import charge_rows
 from routing.validation import DuplicateIdTracker
 
@@ -175,11 +178,22 @@ class AnswerWithExpert:
     do). Calls still hanging are counted in the warning each timeout logs.
     """
 
-    batch_timeout_s: Optional[float] = None  # a class default too, for stages built without __init__
+    # Class defaults too, for stages built without __init__.
+    batch_timeout_s: Optional[float] = None
+    cascade_plan: Optional[CascadePlan] = None
 
-    def __init__(self, spec: HFExtractiveQAExpert | ReplayExpert, batch_timeout_s: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        spec: HFExtractiveQAExpert | ReplayExpert,
+        batch_timeout_s: Optional[float] = None,
+        cascade: Optional[CascadeRouter] = None,
+    ) -> None:
+        """`cascade`: the job's router when it is a cascade; the stage then takes the
+        cascade's next step for the rows it answers (operators/cascade.py)."""
         self.spec = spec
         self.batch_timeout_s = batch_timeout_s
+        if cascade is not None and spec.name in (*cascade.stages, cascade.final):
+            self.cascade_plan = CascadePlan.from_spec(cascade)
         self.runner = build_runner(spec)
 
     def _answer(self, ids: list, questions: list, contexts: list) -> RunnerOutput:
@@ -234,6 +248,8 @@ class AnswerWithExpert:
             "answered_at": [time.time()] * len(idx),
             "error": out.errors,
         }
+        if self.cascade_plan is not None:
+            updates = cascade_updates(self.cascade_plan, self.spec.name, batch, idx, updates)
         return scatter_rows(batch, idx, updates)
 
 
@@ -263,4 +279,5 @@ def scatter_rows(batch: pa.Table, idx: np.ndarray, updates: dict[str, list]) -> 
 
 
 def drop_context(batch: pa.Table) -> pa.Table:
-    return batch.drop_columns(["context"])
+    """The output row: the work row less the context and the other internal columns."""
+    return batch.drop_columns(list(INTERNAL_COLUMNS))

@@ -26,6 +26,7 @@ from operators.stages import (
     drop_context,
 )
 from operators.read_input import normalize_table
+from operators.rebatch import expert_batch_rows, split_into_batches
 from operators.stages import parse_files
 from pipelines.input_files import InputFiles, parquet_row_counts, parquet_schema_groups, resolve_input
 from pipelines.preflight_checks import check_exists, check_local_model, check_output_location, check_router_checkpoint
@@ -51,7 +52,9 @@ from pipelines.shards import (
 )
 from pipelines.summary import SUMMARY_FILE, Summary, build_summary, count_rows, write_summary
 from routing.config import (
+    CascadeRouter,
     ConfigError,
+    ExpertSpec,
     HFCausalLMExpert,
     HFExtractiveQAExpert,
     JobConfig,
@@ -202,6 +205,10 @@ def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id:
         )
     if config.input.limit:
         ds = ds.limit(config.input.limit)
+    # Blocks as read are whole files (or 128 MiB of one): cut them to what an expert
+    # stage takes per call, so every stage pipelines and every actor of a pool gets a
+    # share (operators/rebatch.py, measured in bench/RESULTS.md).
+    ds = split_into_batches(ds, expert_batch_rows(batch, len(config.experts)), LIGHT_TASK_CPUS)
     ds = ds.map_batches(
         FlagDuplicateIds,
         compute=ActorPoolStrategy(size=1),
@@ -216,6 +223,19 @@ def expert_stage_class(name: str) -> type:
     """A subclass per expert, so that progress bars, logs and Ray's actor list say
     `Expert[name]` instead of one anonymous AnswerWithExpert per pool."""
     return type(f"Expert[{name}]", (AnswerWithExpert,), {})
+
+
+def expert_stage_order(config: JobConfig) -> list[ExpertSpec]:
+    """The experts in the order their stages are chained.
+
+    Config order, except under a cascade router: a row moves forward only, so the
+    stage experts come first in the cascade's order, then its final expert, then any
+    other expert (which a cascade never asks)."""
+    if not isinstance(config.router, CascadeRouter):
+        return list(config.experts)
+    first = [*config.router.stages, config.router.final]
+    rank = {name: i for i, name in enumerate(first)}
+    return sorted(config.experts, key=lambda e: rank.get(e.name, len(first)))
 
 
 def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
@@ -233,15 +253,18 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
         batch_size=batch,
         num_cpus=ROUTER_ACTOR_CPUS,
     )
-    for expert in config.experts:
+    cascade = config.router if isinstance(config.router, CascadeRouter) else None
+    for expert in expert_stage_order(config):
         remote_args = {"resources": dict(expert.resources.custom)} if expert.resources.custom else {}
         ds = ds.map_batches(
             expert_stage_class(expert.name),
             fn_constructor_args=(expert,),
-            fn_constructor_kwargs={"batch_timeout_s": config.execution.batch_timeout_s},
+            fn_constructor_kwargs={"batch_timeout_s": config.execution.batch_timeout_s, "cascade": cascade},
             compute=ActorPoolStrategy(min_size=expert.pool.min_actors, max_size=expert.pool.max_actors),
             batch_format="pyarrow",
-            batch_size=batch,
+            # The router splits each batch between the experts: a call of this size
+            # holds about one batch of this expert's own rows.
+            batch_size=expert_batch_rows(batch, len(config.experts)),
             num_cpus=expert.resources.num_cpus,
             num_gpus=expert.resources.num_gpus,
             # Ray Data's actor pools restart a dead actor and retry its batch by default
@@ -314,6 +337,13 @@ def run_job(
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = progress
+        # Ray 2.60's default Parquet reader (datasource V2) starts with a file-listing
+        # task that always asks for one whole CPU, whatever read_parquet(num_cpus=...)
+        # says; once the expert pools hold all but a fraction of a CPU it is never
+        # scheduled and the job waits for ever (seen: a 2-CPU Ray with four 0.35-CPU
+        # expert actors, 0 rows after minutes). The V1 reader honours the light-task
+        # share. tests/test_batch_job.py runs such a tight plan.
+        ctx.use_datasource_v2 = False
         for shard in shards:
             remaining = config.input.limit - rows_in if config.input.limit else None
             if remaining is not None and remaining <= 0:
@@ -358,15 +388,23 @@ def _run_shard(
 
     target = shard_dir(output, shard)
     clear_dir(target)  # whatever an interrupted attempt left here is not trusted
-    ledger = RunLedger.remote()
+    # Parquet rows are counted from the footers before the run; only the parsers of
+    # JSONL and SQuAD files report to a ledger (one actor process less to start).
+    ledger = RunLedger.remote() if config.input.format != "parquet" else None
     shard_config = config if limit is None else config.model_copy(update={"input": config.input.model_copy(update={"limit": limit})})
     ds = build_dataset(shard_config, files, list(shard.paths), run_id, ledger)
     out_fs, out_path = filesystem_and_path(target)
     if progress:
         print(f"{shard.id} ({shard.index + 1}/{n_shards}): {len(shard.paths)} file(s) -> {target}", file=sys.stderr)
-    ds.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
-    snap = ray.get(ledger.snapshot.remote())
-    ray.kill(ledger)
+    # Blocks are batch-sized by now; without a floor every block would be its own file.
+    ds.write_parquet(
+        out_path, filesystem=out_fs, min_rows_per_file=config.output.min_rows_per_file,
+        ray_remote_args={"num_cpus": LIGHT_TASK_CPUS},
+    )
+    snap = {"rows_per_file": {}, "unreadable_files": {}}
+    if ledger is not None:
+        snap = ray.get(ledger.snapshot.remote())
+        ray.kill(ledger)
     if config.input.format == "parquet":
         rows_in = sum(footer_rows[p] for p in shard.paths)
     else:

@@ -15,7 +15,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import yaml
 
 from pipelines import exit_codes
 from routing.bench import BenchSettings, run_benchmark
@@ -62,6 +64,21 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return f"{100 * value:6.1f}%" if pct else f"{value:7.4f}" if abs(value) < 10 else f"{value:7.2f}"
 
 
+def _cascade_setting_lines(setting: Optional[dict]) -> list[str]:
+    """The cascade setting to run, and the `router:` line that runs it in `routebatch run`."""
+    if not setting:
+        return []
+    lines = [
+        "",
+        f"cascade setting ({setting['chosen_by']}): {setting['label']}",
+        f"  test cost {setting['test_cost']:.2f}, F1 {setting['test_f1']:.4f} (train cost {setting['train_cost']:.2f}, F1 {setting['train_f1']:.4f})",
+    ]
+    if setting.get("router"):
+        flow = yaml.safe_dump(setting["router"], default_flow_style=True, sort_keys=False, width=10_000).strip()
+        lines.append(f"  in a job config:  router: {flow}")
+    return lines
+
+
 def format_report(report: dict) -> str:
     lines = []
     best, orc = report["best_single"], report["oracle"]
@@ -81,6 +98,7 @@ def format_report(report: dict) -> str:
             f"{_fmt(r['savings_vs_best'], True):>8s} {_fmt(r['f1_at_best_cost']):>13s} {_fmt(r['gap_closed'], True):>10s}"
         )
     lines.append("* = best router (chosen by cross-validation inside the training set)")
+    lines += _cascade_setting_lines(report["routers"].get("cascade", {}).get("setting"))
     g = report["guarantee"]
     lines.append("")
     lines.append(f"accuracy guarantee for {g['router']} vs {g['reference']} at confidence {g['confidence']}:")

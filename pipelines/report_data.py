@@ -37,9 +37,11 @@ def read_rows(run_dir: str) -> dict[str, np.ndarray]:
     except NotRunOutput as exc:
         raise ReportError(str(exc)) from None
     # Runs written before `answered_at` existed still get a report, without the time plot.
-    columns = [c for c in (*_COLUMNS, "answered_at") if c in dataset.schema.names]
+    columns = [c for c in (*_COLUMNS, "answered_at", "consulted") if c in dataset.schema.names]
     table = dataset.to_table(columns=columns)
     out = {c: np.array(table.column(c).to_pylist(), dtype=object) for c in ("id", "expert", "answer", "error")}
+    # Cascade runs: which experts each row was asked; None everywhere for other routers.
+    out["consulted"] = np.array(table.column("consulted").to_pylist() if "consulted" in columns else [None] * table.num_rows, dtype=object)
     for c in ("cost_usd", "expert_seconds", "answered_at"):
         if c in columns:
             out[c] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -225,10 +227,15 @@ def hull_f1_at(frontier: dict[str, Any], cost: float) -> Optional[float]:
 
 
 def best_single_expert(
-    experts: dict[str, dict[str, Any]], quality: Optional[dict], profile: Optional[dict], routed_rows: int
+    experts: dict[str, dict[str, Any]], quality: Optional[dict], profile: Optional[dict], routed_rows: int,
+    cascade: bool = False,
 ) -> Optional[dict[str, Any]]:
     """The single expert the run is compared with, how it was chosen, and what running
-    it on every routed row would have cost (estimated, and the estimate explained)."""
+    it on every routed row would have cost (estimated, and the estimate explained).
+
+    In a `cascade` run a row's cost is that of every expert it was asked, so an
+    expert's mean cost per row in the run is not its own: only a profile can say that.
+    """
     profile_ok = profile is not None and profile.get("available")
     if quality is not None and profile_ok:
         best = max(profile["points"], key=lambda p: (p["f1"], -p["cost_per_row_usd"]))
@@ -247,15 +254,16 @@ def best_single_expert(
         name = max(experts, key=lambda k: (experts[k]["mean_cost_per_row_usd"], k))
         f1 = None
         chosen_by = "the priciest expert by measured cost per row (no gold answers given)"
-    if name in experts and experts[name]["rows"]:
+    why = "answered no row in this run" if not cascade else "has no cost of its own in a cascade run (rows paid for every expert asked)"
+    if name in experts and experts[name]["rows"] and not cascade:
         per_row = experts[name]["mean_cost_per_row_usd"]
         how = f"{name}'s measured mean cost per row in this run ({experts[name]['rows']} rows) x {routed_rows} routed rows"
     elif profile_ok and any(p["expert"] == name for p in profile["points"]):
         per_row = next(p["cost_per_row_usd"] for p in profile["points"] if p["expert"] == name)
-        how = f"{name} answered no row in this run: its measured cost per question in the profile x {routed_rows} routed rows"
+        how = f"{name} {why}: its measured cost per question in the profile x {routed_rows} routed rows"
     else:
         return {"expert": name, "chosen_by": chosen_by, "f1": f1, "estimated_total_usd": None,
-                "how_estimated": f"{name} answered no row in this run and no profile was given: no cost estimate"}
+                "how_estimated": f"{name} {why} and no profile was given: no cost estimate"}
     return {
         "expert": name,
         "chosen_by": chosen_by,
@@ -285,7 +293,8 @@ def compute_report(run_dir: str, *, gold: Optional[str] = None, profile: Optiona
     # Profile points are F1 against the gold answers; without gold there is nothing to plot.
     prof = profile_points(profile, gold_answers) if profile and gold_answers is not None else None
     total = float(rows["cost_usd"].sum())
-    baseline = best_single_expert(experts, quality, prof, routed)
+    cascade = any(c is not None for c in rows["consulted"])
+    baseline = best_single_expert(experts, quality, prof, routed, cascade)
     if baseline and baseline.get("estimated_total_usd"):
         est = baseline["estimated_total_usd"]
         baseline["saving_usd"] = est - total

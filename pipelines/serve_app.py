@@ -30,7 +30,7 @@ from operators.schema import empty_row, rows_to_table
 from operators.stages import AnswerWithExpert, RouteRows
 from pipelines.resources import ResourcePlan, StageDemand
 from pipelines.serve_requests import Item, RequestError, check_declared_length, parse_answer_request
-from routing.config import JobConfig, ServeSpec
+from routing.config import CascadeRouter, ConfigError, JobConfig, ServeSpec
 
 log = logging.getLogger("routebatch")
 
@@ -294,6 +294,19 @@ def _deployment_messages(app: Any) -> str:
     return "; ".join(parts) or (app.message or str(app.status))
 
 
+def check_servable(config: JobConfig) -> None:
+    """ConfigError for a router the endpoint cannot run as the batch job does.
+
+    A cascade's later steps happen inside the batch job's expert stages; the endpoint
+    would only ever ask its first stage, a silently different answer. Refused instead.
+    """
+    if isinstance(config.router, CascadeRouter):
+        raise ConfigError(
+            "router.kind: cascade runs in the batch job (routebatch run) only; routebatch serve does not run "
+            "cascades yet, so serve this config with a fixed, rule or checkpoint router"
+        )
+
+
 def start_endpoint(config: JobConfig, *, host: str = "127.0.0.1", port: int = 8000) -> Endpoint:
     """Start (or join) Ray, check the plan fits, deploy, and wait until it runs.
 
@@ -308,6 +321,7 @@ def start_endpoint(config: JobConfig, *, host: str = "127.0.0.1", port: int = 80
     from pipelines.batch_job import start_ray
     from pipelines.resources import check_plan_fits, reachable_nodes
 
+    check_servable(config)
     started = start_ray(config)
     try:
         check_plan_fits(serve_plan(config), reachable_nodes(config.ray.cluster_config, config.ray.address or os.environ.get("RAY_ADDRESS")))

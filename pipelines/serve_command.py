@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from pipelines.batch_job import start_ray
     from pipelines.resources import PlanDoesNotFit
-    from pipelines.serve_app import DeployFailed, Endpoint, start_endpoint, stop_endpoint
+    from pipelines.serve_app import DeployFailed, Endpoint, check_servable, start_endpoint, stop_endpoint
     from routing.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("routebatch serve: --port must be between 1 and 65535", file=sys.stderr)
         return exit_codes.USAGE
     config = load_config(args.config)
+    check_servable(config)  # before Ray starts: a refused config costs nothing
     # Ray first, then our SIGTERM handler: ray.init installs a handler that ends the
     # process on the spot, which would leave Serve's replicas and a local Ray behind.
     # Ours turns SIGTERM (a scheduler or container runtime stopping us) into the same

@@ -24,6 +24,12 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"ok: {args.config}")
     print(f"  input: {len(files.paths)} {config.input.format} file(s) at {config.input.path}")
     print(f"  experts: {experts}")
-    print(f"  router: {config.router.kind}")
+    router = config.router
+    if router.kind == "cascade":
+        from routing.cascade import describe_cascade
+
+        print(f"  router: cascade {describe_cascade(router.stages, router.final, router.agreement, router.quorum)}")
+    else:
+        print(f"  router: {router.kind}")
     print(f"  output: {args.output or config.output.path}")
     return exit_codes.OK

@@ -54,6 +54,11 @@ class OutputSpec(_Strict):
         default=False,
         description="Replace an earlier run's output at the same place instead of refusing.",
     )
+    min_rows_per_file: int = Field(
+        default=50_000,
+        ge=1,
+        description="Output Parquet files hold at least this many rows (except the last of each shard).",
+    )
 
 
 class Resources(_Strict):
@@ -305,7 +310,65 @@ class CheckpointRouter(_Strict):
         return self
 
 
-RouterSpec = Annotated[Union[FixedRouter, RuleRouter, CheckpointRouter], Field(discriminator="kind")]
+class CascadeRouter(_Strict):
+    """The agreement cascade (routing/cascade.py) as the job's router.
+
+    Every question starts at the first stage; after each stage's answer the question
+    either stops (`quorum` stages agree at >= `agreement`), goes on to the next stage,
+    or goes straight to `final` once no answer can reach the quorum. A question pays
+    for every expert it was asked. `routebatch bench-router` prints a fitted
+    configuration in exactly these fields.
+    """
+
+    kind: Literal["cascade"]
+    stages: list[str] = Field(description="Stage experts, asked in this order (cheapest first is the sensible order).")
+    final: str = Field(description="The expert asked when the stages do not reach the quorum.")
+    agreement: float = Field(ge=0, le=1, description="tau: two answers agree when their normalised token F1 is >= this.")
+    quorum: int = Field(default=2, ge=2, description="Stages that must agree on an answer to stop; at most len(stages).")
+    quality: Optional[dict[str, Annotated[float, Field(allow_inf_nan=False)]]] = Field(
+        default=None,
+        description=(
+            "Per stage expert, which agreeing expert's answer is returned (higher wins), e.g. training F1; "
+            "default: the order of stages, later = better."
+        ),
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_ok(cls, value: list[str]) -> list[str]:
+        if len(value) < 2:
+            raise ValueError("a cascade needs at least two stage experts (agreement takes two answers)")
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:
+            raise ValueError(f"expert(s) {dupes} listed more than once; a stage asks each expert once")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CascadeRouter":
+        if self.final in self.stages:
+            raise ValueError(
+                f"final: {self.final!r} is also a stage; the final expert is the one asked when the stages disagree, "
+                "so remove it from stages"
+            )
+        if self.quorum > len(self.stages):
+            raise ValueError(
+                f"quorum: {self.quorum} is more than the {len(self.stages)} stages could ever give; "
+                f"use a quorum between 2 and {len(self.stages)}"
+            )
+        if self.quality is not None:
+            extra = sorted(set(self.quality) - set(self.stages))
+            missing = [s for s in self.stages if s not in self.quality]
+            if extra or missing:
+                parts = ([f"names {extra}, which are not stages"] if extra else []) + (
+                    [f"has no number for stage(s) {missing}"] if missing else []
+                )
+                raise ValueError(f"quality: {' and '.join(parts)}; give one number per stage expert, or leave quality out")
+        return self
+
+
+RouterSpec = Annotated[
+    Union[FixedRouter, RuleRouter, CheckpointRouter, CascadeRouter], Field(discriminator="kind")
+]
 
 
 class RaySpec(_Strict):
@@ -379,6 +442,9 @@ class JobConfig(_Strict):
         elif isinstance(self.router, RuleRouter):
             referenced.append(("router.default", self.router.default))
             referenced += [(f"router.rules[{i}].expert", r.expert) for i, r in enumerate(self.router.rules)]
+        elif isinstance(self.router, CascadeRouter):
+            referenced += [(f"router.stages[{i}]", name) for i, name in enumerate(self.router.stages)]
+            referenced.append(("router.final", self.router.final))
         for where, name in referenced:
             if name not in known:
                 raise ValueError(

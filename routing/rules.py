@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
-from routing.config import CheckpointRouter, FixedRouter, Rule, RuleRouter
+from routing.config import CascadeRouter, CheckpointRouter, FixedRouter, Rule, RuleRouter
 
 
 class Router(Protocol):
@@ -60,11 +60,17 @@ class RulePolicy:
         return out
 
 
-def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter) -> Router:
+def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRouter) -> Router:
     if isinstance(spec, FixedRouter):
         return FixedPolicy(spec.expert)
     if isinstance(spec, RuleRouter):
         return RulePolicy(spec.rules, spec.default)
+    if isinstance(spec, CascadeRouter):
+        # Its route() only sends every question to the first stage; the expert stages
+        # take the cascade's later decisions (operators/cascade.py).
+        from routing.cascade import CascadePlan
+
+        return CascadePlan.from_spec(spec)
     from routing.checkpoint import RouterCheckpoint  # trained routers load torch; only when asked
 
     return RouterCheckpoint.load(spec.checkpoint).policy(

@@ -129,6 +129,36 @@ def test_parquet_input_with_column_mapping_and_a_truncated_file(local_ray, tmp_p
     assert sorted(_read(tmp_path / "out").column("id").to_pylist()) == sorted(q.id for q in gold)
 
 
+def test_parquet_job_whose_pools_leave_less_than_a_cpu_free_finishes(local_ray, tmp_path):
+    """Regression: Ray 2.60's default Parquet reader lists files in a task that asks for
+    a whole CPU; beside expert pools that hold all but a fraction of the 2 CPUs it never
+    ran and the job waited for ever. It must finish, every row once, in few files."""
+    import threading
+
+    src = tmp_path / "in"
+    src.mkdir()
+    gold = load_squad(SLICE / "questions.json")
+    for i in range(3):
+        part = gold[i * 100 : (i + 1) * 100]
+        pq.write_table(pa.table({"id": [q.id for q in part], "question": [q.question for q in part], "context": [q.context for q in part]}),
+                       src / f"part-{i}.parquet")
+    cfg = _replay_cfg(src, "parquet", tmp_path / "out")
+    tight = cfg.model_copy(update={"experts": [
+        e.model_copy(update={"resources": e.resources.model_copy(update={"num_cpus": 0.65})}) for e in cfg.experts
+    ]})  # 2 x 0.65 + router 0.25 + dedupe 0.1 + one light task 0.25 = 1.9 of 2 CPUs
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(summary=run_job(tight, progress=False)), daemon=True)
+    worker.start()
+    worker.join(timeout=240)
+    assert not worker.is_alive(), "the job did not finish within 240 s: a stage waits for resources the pools hold"
+    summary = result["summary"]
+    assert summary.rows_in == summary.rows_out == 300
+    out = _read(tmp_path / "out")
+    assert sorted(out.column("id").to_pylist()) == sorted(q.id for q in gold[:300])
+    # Blocks are cut to batch size on the way; the writer gathers them again.
+    assert len(list((tmp_path / "out").rglob("*.parquet"))) == 1
+
+
 def test_output_holding_a_run_is_refused_unless_overwrite(local_ray, tmp_path):
     cfg = _replay_cfg(SLICE / "questions.json", "squad", tmp_path / "out", router={"kind": "fixed", "expert": "cheap"})
     run_job(cfg, progress=False)

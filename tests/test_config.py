@@ -99,3 +99,50 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
     bad.write_text("input: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _cascade(**over):
+    router = {"kind": "cascade", "stages": ["a", "b", "c"], "final": "big", "agreement": 0.8}
+    router.update(over)
+    experts = [{"name": n, "kind": "replay", "predictions": f"{n}.json"} for n in ("a", "b", "c", "big")]
+    return _base(experts=experts, router=router)
+
+
+def test_cascade_router_parses_with_defaults():
+    from routing.config import CascadeRouter
+
+    cfg = parse_config(_cascade())
+    assert isinstance(cfg.router, CascadeRouter)
+    assert (cfg.router.stages, cfg.router.final, cfg.router.agreement, cfg.router.quorum, cfg.router.quality) == (
+        ["a", "b", "c"], "big", 0.8, 2, None
+    )
+    cfg = parse_config(_cascade(quorum=3, quality={"a": 0.7, "b": 0.9, "c": 0.8}))
+    assert cfg.router.quorum == 3 and cfg.router.quality["b"] == 0.9
+
+
+@pytest.mark.parametrize(
+    "over, field, words",
+    [
+        ({"stages": ["a"]}, "router.cascade.stages", "at least two"),
+        ({"stages": ["a", "b", "a"]}, "router.cascade.stages", "more than once"),
+        ({"final": "a"}, "router.cascade", "final: 'a' is also a stage"),
+        ({"quorum": 4}, "router.cascade", "quorum: 4 is more than the 3 stages"),
+        ({"quorum": 1}, "router.cascade.quorum", "greater than or equal to 2"),
+        ({"agreement": 1.5}, "router.cascade.agreement", "less than or equal to 1"),
+        ({"agreement": None}, "router.cascade.agreement", ""),
+        ({"quality": {"a": 1, "b": 2}}, "router.cascade", "no number for stage(s) ['c']"),
+        ({"quality": {"a": 1, "b": 2, "c": 3, "big": 4}}, "router.cascade", "names ['big'], which are not stages"),
+        ({"quality": {"a": 1, "b": float("nan"), "c": 3}}, "router.cascade.quality.b", "finite"),
+        ({"stages": ["a", "medium"]}, "router.stages[1]", "unknown expert 'medium'"),
+        ({"final": "huge"}, "router.final", "unknown expert 'huge'"),
+        ({"tau": 0.8}, "router.cascade.tau", "unknown key"),
+    ],
+)
+def test_cascade_router_errors_name_the_field(over, field, words):
+    cfg = _cascade(**over)
+    if over.get("agreement", 0) is None:
+        del cfg["router"]["agreement"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{field}:") and words in lines[0], lines

@@ -47,3 +47,89 @@ def test_checkpoint_router_routes_the_job_as_the_policy_does(local_ray, tmp_path
     assert len(set(expected)) >= 2  # a real mix, not one expert
     mean_cost = sum(r["cost_usd"] for r in rows.values()) / len(rows)
     assert mean_cost < max(c["cost"] for c in costs.values()) / 10000  # cheaper than the priciest on everything
+
+
+CASCADE_PRICES = {  # usd_per_item, and the final expert also pays per input token
+    "nlnet-single": 0.0002,
+    "r-net-plus-ensemble": 0.0003,  # recorded only for answerable questions: fails on the rest
+    "slqa-plus-ensemble": 0.0004,
+    "bert-large-single-v2": 0.001,
+    "bidaf-self-attention-elmo": 0.0002,  # defined but never asked by the cascade
+}
+FINAL_PER_1K_INPUT = 0.0001
+
+
+def _recorded(name: str) -> dict[str, str]:
+    """An expert's answers as the replay expert gives them (null recorded = "")."""
+    data = json.loads((SLICE / "predictions" / f"{name}.json").read_text())
+    return {str(k): "" if v is None else str(v) for k, v in data.items()}
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        {"stages": ["nlnet-single", "r-net-plus-ensemble", "slqa-plus-ensemble"], "agreement": 0.8, "quorum": 2,
+         "quality": {"nlnet-single": 0.75, "r-net-plus-ensemble": 0.86, "slqa-plus-ensemble": 0.84}},
+        {"stages": ["r-net-plus-ensemble", "slqa-plus-ensemble", "nlnet-single"], "agreement": 0.5, "quorum": 3},
+    ],
+    ids=["quorum2", "unanimous"],
+)
+def test_cascade_router_answers_as_cascade_decide_and_pays_for_every_expert_asked(local_ray, tmp_path, router):
+    import numpy as np
+
+    from routing.cascade import cascade_decide, pairwise_agreement
+
+    router = {"kind": "cascade", "final": "bert-large-single-v2", **router}
+    names = list(CASCADE_PRICES)
+    experts = [
+        {"name": n, "kind": "replay", "predictions": str(SLICE / "predictions" / f"{n}.json"),
+         "cost": {"usd_per_item": CASCADE_PRICES[n], **({"usd_per_1k_input_tokens": FINAL_PER_1K_INPUT} if n == router["final"] else {})}}
+        for n in reversed(names)  # config order is not cascade order
+    ]
+    cfg = parse_config(
+        {
+            "input": {"path": str(SLICE / "questions.json"), "format": "squad"},
+            "output": {"path": str(tmp_path / "out")},
+            "experts": experts,
+            "router": router,
+            "execution": {"batch_size": 64},
+        }
+    )
+    summary = run_job(cfg, progress=False)
+    table = pq.read_table(tmp_path / "out")
+    gold = load_squad(SLICE / "questions.json")
+    ids = table.column("id").to_pylist()
+    assert sorted(ids) == sorted(q.id for q in gold) and len(set(ids)) == len(gold)  # every row exactly once
+    assert summary.rows_in == summary.rows_out == len(gold) and summary.rows_with_errors == 0
+    assert "cascade_trail" not in table.column_names and "consulted" in table.column_names
+    rows = {r["id"]: r for r in table.to_pylist()}
+
+    # The same decision offline, on the same recorded answers (None where an expert has none).
+    recorded = {n: _recorded(n) for n in names}
+    answers = [[recorded[n].get(q.id) for n in names] for q in gold]
+    stages = [names.index(s) for s in router["stages"]]
+    final = names.index(router["final"])
+    quality = np.zeros(len(names))
+    quality[stages] = [router["quality"][s] for s in router["stages"]] if "quality" in router else range(len(stages))
+    bits = 2.0 ** np.arange(len(names))  # one bit per expert: the cost paid says who was asked
+    choice, paid = cascade_decide(
+        pairwise_agreement(answers, stages), stages, final, quality, bits, router["agreement"], len(gold), router["quorum"]
+    )
+    order = [*stages, final]
+    for i, q in enumerate(gold):
+        row = rows[q.id]
+        asked = [names[j] for j in order if int(paid[i]) & (1 << j)]
+        assert row["expert"] == names[choice[i]] and row["answer"] == answers[i][choice[i]], q.id
+        assert row["consulted"] == ">".join(asked), q.id
+        tokens = len(q.question.split()) + len(q.context.split())
+        expected = sum(CASCADE_PRICES[n] for n in asked if q.id in recorded[n]) + (
+            FINAL_PER_1K_INPUT * tokens / 1000 if router["final"] in asked else 0.0
+        )
+        assert row["cost_usd"] == pytest.approx(expected, rel=1e-9, abs=1e-15), q.id
+        assert row["input_tokens"] == tokens * len(asked), q.id
+    # Both ends of the cascade happen on this slice, and the unused expert is never asked.
+    assert 0 < sum(r["expert"] == router["final"] for r in rows.values()) < len(rows)
+    assert not any("bidaf" in r["consulted"] for r in rows.values())
+    # Totals still add up: every row's whole cost sits with the expert that answered it.
+    assert summary.total_cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows.values()))
+    assert sum(t.rows for t in summary.experts.values()) == len(gold)

@@ -71,6 +71,20 @@ def test_cascade_saves_most_of_the_cost_on_this_fold(normans_report):
     assert cascade["savings_vs_best"] is not None and cascade["savings_vs_best"] > 0.5
 
 
+def test_cascade_setting_is_printed_as_a_job_router(normans_report):
+    from pipelines.bench_router_command import format_report
+    from routing.config import CascadeRouter
+
+    setting = normans_report["routers"]["cascade"]["setting"]
+    spec = CascadeRouter.model_validate(setting["router"])
+    chain = ">".join([*spec.stages, spec.final])
+    assert setting["label"].startswith(f"{chain} @tau={spec.agreement:g}")
+    assert ("quorum=" in setting["label"]) == (spec.quorum != 2)
+    assert setting["test_cost"] < normans_report["best_single"]["cost"]
+    text = format_report(normans_report)
+    assert f"): {setting['label']}" in text and "in a job config:  router: {kind: cascade, stages: [" in text
+
+
 def test_guarantee_rows_hold(normans_report):
     g = normans_report["guarantee"]
     assert [row["target"] for row in g["rows"]] == [0.9, 0.95, 0.98]
