@@ -590,6 +590,10 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ratios["routebatch fixed router / raydata single (large)"] = qps["routebatch fixed router (large, 2 actors)"] / single_qps
     for name, value in ratios.items():
         print(f"ratio {name:<70} {value:.3f}")
+    if args.quick:
+        print(f"(--quick answers {n_rows} questions: these ratios are mostly Ray's and the actors' fixed start-up "
+              "cost, about 30 s on 2 cores; the full run and bench/RESULTS.md's 'Steady state' give the figures "
+              "the targets are judged on)")
     if "routebatch fixed router (large, 2 actors)" in qps:
         overhead_ms = (median(results["routebatch fixed router (large, 2 actors)"]) - median(results["raydata single model (large, 2 actors)"])) * 1000 / n_rows
         print(f"routing overhead, whole job: (routebatch fixed router - raydata single) wall / rows = {overhead_ms:.2f} ms/question")
