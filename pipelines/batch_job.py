@@ -183,6 +183,15 @@ def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id:
     light = {"num_cpus": LIGHT_TASK_CPUS}
     if config.input.format == "parquet":
         cols = config.input.columns
+        # Ray 2.60's default Parquet reader (datasource V2) starts with a file-listing
+        # task that always asks for one whole CPU, whatever read_parquet(num_cpus=...)
+        # says; once the expert pools hold all but a fraction of a CPU it is never
+        # scheduled and the job waits for ever (seen: a 2-CPU Ray with four 0.35-CPU
+        # expert actors, 0 rows after minutes). The V1 reader honours the light-task
+        # share. read_parquet copies the context when called, so it is set here, for
+        # every caller (the job and `routebatch profile`); tests/test_batch_job.py runs
+        # such a tight plan.
+        ray.data.DataContext.get_current().use_datasource_v2 = False
         # One read per schema: files that disagree on a column's type cannot share a
         # read_parquet (see parquet_schema_groups); each group becomes work rows first.
         parts = [
@@ -337,13 +346,6 @@ def run_job(
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = progress
-        # Ray 2.60's default Parquet reader (datasource V2) starts with a file-listing
-        # task that always asks for one whole CPU, whatever read_parquet(num_cpus=...)
-        # says; once the expert pools hold all but a fraction of a CPU it is never
-        # scheduled and the job waits for ever (seen: a 2-CPU Ray with four 0.35-CPU
-        # expert actors, 0 rows after minutes). The V1 reader honours the light-task
-        # share. tests/test_batch_job.py runs such a tight plan.
-        ctx.use_datasource_v2 = False
         for shard in shards:
             remaining = config.input.limit - rows_in if config.input.limit else None
             if remaining is not None and remaining <= 0:
