@@ -403,20 +403,18 @@ def _run_shard(
         out_path, filesystem=out_fs, min_rows_per_file=config.output.min_rows_per_file,
         ray_remote_args={"num_cpus": LIGHT_TASK_CPUS},
     )
-    snap = {"rows_per_file": {}, "unreadable_files": {}}
-    if ledger is not None:
+    if ledger is None:  # Parquet: counted from the footers, unreadable files found there
+        rows_in, unreadable = sum(footer_rows[p] for p in shard.paths), {}
+    else:
         snap = ray.get(ledger.snapshot.remote())
         ray.kill(ledger)
-    if config.input.format == "parquet":
-        rows_in = sum(footer_rows[p] for p in shard.paths)
-    else:
-        rows_in = sum(snap["rows_per_file"].values())
+        rows_in, unreadable = sum(snap["rows_per_file"].values()), snap["unreadable_files"]
     if limit is not None:
         rows_in = min(rows_in, limit)
     record = {
         "rows_in": rows_in,
         "rows_out": count_rows(target),
-        "unreadable_files": {files.uri(p): r for p, r in snap["unreadable_files"].items()},
+        "unreadable_files": {files.uri(p): r for p, r in unreadable.items()},
         "finished_at": time.time(),
     }
     write_marker(output, shard, record)
