@@ -35,8 +35,7 @@ Why it is built this way:
   children set RAY_worker_niceness=0 (--ray-worker-niceness to change it).
 * Figures are noisy on a shared machine: the runs of one repeat are interleaved, each
   is repeated, and the median is reported together with every raw figure.
-* "routebatch" rows run the plan exactly as pipelines/batch_job.py builds it (with Ray
-  Data's V1 Parquet reader: the V2 default stalls, see `thread_env`); "previous plan"
+* "routebatch" rows run the plan exactly as pipelines/batch_job.py builds it; "previous plan"
   rows undo the block split this bench led to (`_apply_previous_plan`), so what it
   changed stays measured.
 """
@@ -90,10 +89,9 @@ def thread_env(threads: int) -> dict[str, str]:
         # anything.
         RAY_TMPDIR=RAY_TMPDIR,
         # Ray 2.60's default Parquet reader (datasource V2) adds a ListFiles task that
-        # always asks for 1 whole CPU, whatever read_parquet(num_cpus=...) says: beside
-        # two expert actors of 0.5 CPU on a 2-CPU Ray it never gets scheduled and the
-        # job waits for ever (seen here: 0 rows after 6 minutes). The V1 reader honours
-        # the light-task CPU share. See bench/RESULTS.md (wiring change 1).
+        # always asks for 1 whole CPU: beside expert pools that leave less than a CPU
+        # free it never runs. run_job picks the V1 reader itself (pipelines/batch_job.py,
+        # read_rows); this puts the plain single-model Ray Data job on the same reader.
         RAY_DATA_USE_DATASOURCE_V2="0",
         # Ray starts its workers at nice 15 by default; the direct loop runs at nice 0.
         # On a machine shared with other busy processes that alone starves the Ray
