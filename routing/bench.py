@@ -111,8 +111,9 @@ def _pre_answer(
 
 def _cascade(train: ReplaySet, test: ReplaySet) -> MethodResult:
     cascade = AgreementCascade().fit(train)
-    _, sf1, scost = cascade.settings(test)
-    curve = cascade.sweep(test)
+    settings = cascade.settings(test)
+    _, sf1, scost = settings
+    curve = cascade.sweep(test, settings)
     pick = cascade.pick()
     c = cascade.configs_[pick]
     setting = {

@@ -388,9 +388,12 @@ class AgreementCascade:
             paids.append(paid)
         return np.stack(choices), np.stack(f1s), np.stack(paids)
 
-    def sweep(self, replay: ReplaySet) -> list[CurvePoint]:
-        """The cost/F1 curve over the fitted configurations on a scored replay set."""
-        choices, _, paids = self.settings(replay)
+    def sweep(self, replay: ReplaySet, settings: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> list[CurvePoint]:
+        """The cost/F1 curve over the fitted configurations on a scored replay set.
+
+        `settings`: what `self.settings(replay)` returned, for a caller that needs both
+        (deciding every configuration on every question is the costly part)."""
+        choices, _, paids = settings if settings is not None else self.settings(replay)
         f1 = np.nan_to_num(replay.f1, nan=0.0)
         em = np.nan_to_num(replay.em, nan=0.0)
         names = list(replay.expert_names)
