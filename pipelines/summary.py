@@ -77,13 +77,12 @@ def open_output(output: str, needs: str) -> pads.Dataset:
     anything that is not one: a missing path, or Parquet files without column `needs`."""
     fs, path = filesystem_and_path(output)
     try:
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise NotRunOutput(f"{output} does not exist")
-        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+        found = fs.get_file_info(path).type != pafs.FileType.NotFound
+        dataset = pads.dataset(path, filesystem=fs, format="parquet") if found else None
     except (OSError, ValueError) as exc:
-        if isinstance(exc, NotRunOutput):
-            raise
         raise NotRunOutput(f"cannot read {output} ({exc})") from None
+    if dataset is None:
+        raise NotRunOutput(f"{output} does not exist")
     if not dataset.files or needs not in dataset.schema.names:
         raise NotRunOutput(f"{output} holds no routebatch output (no Parquet files with a {needs} column)")
     return dataset
