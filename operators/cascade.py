@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from routing.cascade import CascadePlan
+from routing.learned_cascade import LearnedCascadePlan
 
 log = logging.getLogger("routebatch")
 
@@ -30,7 +31,40 @@ SUMMED_COLUMNS = ("cost_usd", "input_tokens", "output_tokens", "expert_seconds")
 _PRIOR_COLUMNS = (*SUMMED_COLUMNS, "consulted", "cascade_trail")
 
 
-def cascade_updates(plan: CascadePlan, expert: str, batch: pa.Table, idx: np.ndarray, updates: dict[str, list]) -> dict[str, list]:
+def _extend_trails(expert: str, t: int, before_trails: list, updates: dict[str, list]) -> list[list[dict]]:
+    """Each row's trail with this expert's answer appended; it must be the row's t-th expert."""
+    trails = []
+    for before, answer, score in zip(before_trails, updates["answer"], updates["score"]):
+        before = before or []
+        if len(before) != t:
+            # Only a plan that ran the stages out of order can get here: fail loudly
+            # rather than decide on someone else's answers.
+            raise RuntimeError(
+                f"cascade stage {expert!r} got a row that has been through {len(before)} stage(s), expected {t}; "
+                "the expert stages must run in cascade order"
+            )
+        trails.append([*before, {"answer": answer, "score": score}])
+    return trails
+
+
+def _final_choice(plan: LearnedCascadePlan, before_trails: list, updates: dict[str, list], out: dict[str, list]) -> dict[str, list]:
+    """After a learned cascade's final expert: the row returns the answer, among all it
+    paid for, that the last step's model scores highest. A row the final expert failed
+    keeps that error, as under the agreement cascade."""
+    trails = _extend_trails(plan.final, len(plan.stages), before_trails, updates)
+    picks = plan.final_choice([[s["answer"] for s in trail] for trail in trails])
+    out["cascade_trail"] = trails
+    out["expert"] = [plan.final] * len(trails)
+    out["answer"], out["score"] = list(out["answer"]), list(out["score"])
+    for j, (trail, pos) in enumerate(zip(trails, picks)):
+        if updates["error"][j] is None:
+            out["expert"][j] = plan.model.chain[pos]
+            out["answer"][j] = trail[pos]["answer"]
+            out["score"][j] = trail[pos]["score"]
+    return out
+
+
+def cascade_updates(plan: CascadePlan | LearnedCascadePlan, expert: str, batch: pa.Table, idx: np.ndarray, updates: dict[str, list]) -> dict[str, list]:
     """The column updates for rows `idx` of `batch` that expert `expert` just answered.
 
     `updates` are the stage's own figures for those rows (answer, score, cost, tokens,
@@ -44,19 +78,10 @@ def cascade_updates(plan: CascadePlan, expert: str, batch: pa.Table, idx: np.nda
         out[c] = [(p or 0) + v for p, v in zip(prior[c], updates[c])]
     out["consulted"] = [f"{p}>{expert}" if p else expert for p in prior["consulted"]]
     if expert not in plan.stages:
+        if isinstance(plan, LearnedCascadePlan):
+            return _final_choice(plan, prior["cascade_trail"], updates, out)
         return out  # the final expert: its answer, or its error, is the row's
-    t = plan.stages.index(expert)
-    trails = []
-    for before, answer, score in zip(prior["cascade_trail"], updates["answer"], updates["score"]):
-        before = before or []
-        if len(before) != t:
-            # Only a plan that ran the stages out of order can get here: fail loudly
-            # rather than decide on someone else's answers.
-            raise RuntimeError(
-                f"cascade stage {expert!r} got a row that has been through {len(before)} stage(s), expected {t}; "
-                "the expert stages must run in cascade order"
-            )
-        trails.append([*before, {"answer": answer, "score": score}])
+    trails = _extend_trails(expert, plan.stages.index(expert), prior["cascade_trail"], updates)
     steps = plan.next_steps([[s["answer"] for s in trail] for trail in trails])
     failed = sum(e is not None for e in updates["error"])
     if failed:

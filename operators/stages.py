@@ -28,6 +28,7 @@ from routing.config import (
     ReplayExpert,
 )
 from routing.cascade import CascadePlan
+from routing.learned_cascade import LearnedCascadePlan
 from routing.costs import charge_rows
 from routing.validation import DuplicateIdTracker
 
@@ -180,20 +181,22 @@ class AnswerWithExpert:
 
     # Class defaults too, for stages built without __init__.
     batch_timeout_s: Optional[float] = None
-    cascade_plan: Optional[CascadePlan] = None
+    cascade_plan: Optional[CascadePlan | LearnedCascadePlan] = None
 
     def __init__(
         self,
         spec: HFExtractiveQAExpert | ReplayExpert,
         batch_timeout_s: Optional[float] = None,
-        cascade: Optional[CascadeRouter] = None,
+        cascade: Optional[CascadeRouter | CascadePlan | LearnedCascadePlan] = None,
     ) -> None:
-        """`cascade`: the job's router when it is a cascade; the stage then takes the
-        cascade's next step for the rows it answers (operators/cascade.py)."""
+        """`cascade`: the job's cascade (an agreement-cascade router spec, or a plan the
+        driver built, e.g. a learned cascade loaded from its checkpoint); the stage then
+        takes the cascade's next step for the rows it answers (operators/cascade.py)."""
         self.spec = spec
         self.batch_timeout_s = batch_timeout_s
-        if cascade is not None and spec.name in (*cascade.stages, cascade.final):
-            self.cascade_plan = CascadePlan.from_spec(cascade)
+        plan = CascadePlan.from_spec(cascade) if isinstance(cascade, CascadeRouter) else cascade
+        if plan is not None and spec.name in plan.expert_names:
+            self.cascade_plan = plan
         self.runner = build_runner(spec)
 
     def _answer(self, ids: list, questions: list, contexts: list) -> RunnerOutput:

@@ -58,10 +58,13 @@ from routing.config import (
     HFCausalLMExpert,
     HFExtractiveQAExpert,
     JobConfig,
+    LearnedCascadeRouter,
     OpenAICompatibleExpert,
     load_config,
     ReplayExpert,
 )
+from routing.cascade import CascadePlan
+from routing.learned_cascade import LearnedCascadePlan
 from routing.storage import exists, filesystem_and_path, is_s3, join
 
 log = logging.getLogger("routebatch")
@@ -234,15 +237,27 @@ def expert_stage_class(name: str) -> type:
     return type(f"Expert[{name}]", (AnswerWithExpert,), {})
 
 
-def expert_stage_order(config: JobConfig) -> list[ExpertSpec]:
+def cascade_plan(config: JobConfig) -> Optional[CascadePlan | LearnedCascadePlan]:
+    """The job's cascade, built once in the driver (a learned cascade is read from its
+    checkpoint here), or None when the router is not a cascade."""
+    if isinstance(config.router, CascadeRouter):
+        return CascadePlan.from_spec(config.router)
+    if isinstance(config.router, LearnedCascadeRouter):
+        from routing.cascade_checkpoint import load_learned_cascade
+
+        return load_learned_cascade(config.router.checkpoint, config.router.threshold)
+    return None
+
+
+def expert_stage_order(config: JobConfig, plan: Optional[CascadePlan | LearnedCascadePlan] = None) -> list[ExpertSpec]:
     """The experts in the order their stages are chained.
 
     Config order, except under a cascade router: a row moves forward only, so the
-    stage experts come first in the cascade's order, then its final expert, then any
-    other expert (which a cascade never asks)."""
-    if not isinstance(config.router, CascadeRouter):
+    cascade's experts come first in the order it asks them (stages, then the final
+    expert), then any other expert (which a cascade never asks)."""
+    if plan is None:
         return list(config.experts)
-    first = [*config.router.stages, config.router.final]
+    first = plan.expert_names
     rank = {name: i for i, name in enumerate(first)}
     return sorted(config.experts, key=lambda e: rank.get(e.name, len(first)))
 
@@ -262,8 +277,8 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
         batch_size=batch,
         num_cpus=ROUTER_ACTOR_CPUS,
     )
-    cascade = config.router if isinstance(config.router, CascadeRouter) else None
-    for expert in expert_stage_order(config):
+    cascade = cascade_plan(config)
+    for expert in expert_stage_order(config, cascade):
         remote_args = {"resources": dict(expert.resources.custom)} if expert.resources.custom else {}
         ds = ds.map_batches(
             expert_stage_class(expert.name),

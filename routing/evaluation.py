@@ -168,3 +168,10 @@ def random_mix_curve(
                 )
             )
     return points
+
+
+def selection_score(h: dict) -> float:
+    """What "best" means: savings at best-minus-one-point plus gap closed (missing = -1)."""
+    sav = h["savings_vs_best"] if h["savings_vs_best"] is not None else -1.0
+    gap = h["gap_closed"] if h["gap_closed"] is not None else -1.0
+    return float(sav + gap)

@@ -280,3 +280,17 @@ def split_replay_by_article(src: str | Path, out: str | Path, *, overwrite: bool
     with open(out / "folds.json", "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=2)
     return folds
+
+
+def grouped_folds(replay: ReplaySet, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Leave-one-article-out inside the training set, or a seeded 2-fold split if it has one article."""
+    titles = replay.titles
+    groups = sorted(set(titles))
+    if len(groups) >= 2:
+        return [
+            (np.array([i for i, t in enumerate(titles) if t != g]), np.array([i for i, t in enumerate(titles) if t == g]))
+            for g in groups
+        ]
+    perm = np.random.default_rng(seed).permutation(replay.n_questions)
+    half = len(perm) // 2
+    return [(perm[:half], perm[half:]), (perm[half:], perm[:half])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
-from routing.config import CascadeRouter, CheckpointRouter, FixedRouter, Rule, RuleRouter
+from routing.config import CascadeRouter, CheckpointRouter, FixedRouter, LearnedCascadeRouter, Rule, RuleRouter
 
 
 class Router(Protocol):
@@ -60,7 +60,7 @@ class RulePolicy:
         return out
 
 
-def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRouter) -> Router:
+def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRouter | LearnedCascadeRouter) -> Router:
     if isinstance(spec, FixedRouter):
         return FixedPolicy(spec.expert)
     if isinstance(spec, RuleRouter):
@@ -71,6 +71,10 @@ def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRout
         from routing.cascade import CascadePlan
 
         return CascadePlan.from_spec(spec)
+    if isinstance(spec, LearnedCascadeRouter):
+        from routing.cascade_checkpoint import load_learned_cascade
+
+        return load_learned_cascade(spec.checkpoint, spec.threshold)
     from routing.checkpoint import RouterCheckpoint  # trained routers load torch; only when asked
 
     return RouterCheckpoint.load(spec.checkpoint).policy(

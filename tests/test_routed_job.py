@@ -133,3 +133,86 @@ def test_cascade_router_answers_as_cascade_decide_and_pays_for_every_expert_aske
     # Totals still add up: every row's whole cost sits with the expert that answered it.
     assert summary.total_cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows.values()))
     assert sum(t.rows for t in summary.experts.values()) == len(gold)
+
+
+def test_learned_cascade_router_answers_as_the_fitted_model_and_pays_for_every_expert_asked(local_ray, tmp_path):
+    import numpy as np
+
+    from routing.cascade_checkpoint import save_learned_cascade
+    from routing.learned_cascade import LearnedCascade
+    from routing.replay_data import load_replay
+
+    chain = ["nlnet-single", "r-net-plus-ensemble", "slqa-plus-ensemble", "bert-large-single-v2"]
+    fitted = LearnedCascade(chain=chain, l2=(1.0,)).fit(load_replay(SLICE))
+    save_learned_cascade(fitted, tmp_path / "router", info={})
+    names = list(CASCADE_PRICES)
+    final = chain[-1]
+    experts = [
+        {"name": n, "kind": "replay", "predictions": str(SLICE / "predictions" / f"{n}.json"),
+         "cost": {"usd_per_item": CASCADE_PRICES[n], **({"usd_per_1k_input_tokens": FINAL_PER_1K_INPUT} if n == final else {})}}
+        for n in reversed(names)  # config order is not chain order
+    ]
+    theta = 0.6
+    cfg = parse_config(
+        {
+            "input": {"path": str(SLICE / "questions.json"), "format": "squad"},
+            "output": {"path": str(tmp_path / "out")},
+            "experts": experts,
+            "router": {"kind": "learned-cascade", "checkpoint": str(tmp_path / "router"), "threshold": theta},
+            "execution": {"batch_size": 64},
+        }
+    )
+    summary = run_job(cfg, progress=False)
+    table = pq.read_table(tmp_path / "out")
+    gold = load_squad(SLICE / "questions.json")
+    assert sorted(table.column("id").to_pylist()) == sorted(q.id for q in gold)  # every row exactly once
+    assert summary.rows_in == summary.rows_out == len(gold) and summary.rows_with_errors == 0
+    rows = {r["id"]: r for r in table.to_pylist()}
+
+    # The same decisions offline, from the same recorded answers (None where r-net has none).
+    recorded = {n: _recorded(n) for n in chain}
+    trails = [[recorded[n].get(q.id) for n in chain] for q in gold]
+    bits = 2.0 ** np.arange(len(chain))  # one bit per chain expert: the cost paid says who was asked
+    choice, paid = fitted.model_.__class__(fitted.model_.chain, bits, fitted.model_.weights, fitted.model_.l2).decide(trails, theta)
+    for i, q in enumerate(gold):
+        row = rows[q.id]
+        asked = [chain[j] for j in range(len(chain)) if int(paid[i]) & (1 << j)]
+        assert row["expert"] == chain[choice[i]] and row["answer"] == trails[i][choice[i]], q.id
+        assert row["consulted"] == ">".join(asked), q.id
+        tokens = len(q.question.split()) + len(q.context.split())
+        expected = sum(CASCADE_PRICES[n] for n in asked if q.id in recorded[n]) + (
+            FINAL_PER_1K_INPUT * tokens / 1000 if final in asked else 0.0
+        )
+        assert row["cost_usd"] == pytest.approx(expected, rel=1e-9, abs=1e-15), q.id
+    # Some rows stop early, some go all the way, and the unused expert is never asked.
+    lengths = {r["consulted"].count(">") + 1 for r in rows.values()}
+    assert 1 in lengths or 2 in lengths
+    assert len(chain) in lengths
+    assert not any("bidaf" in r["consulted"] for r in rows.values())
+    assert summary.total_cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows.values()))
+
+
+def test_learned_cascade_checkpoint_problems_fail_before_ray_starts(tmp_path):
+    from pipelines.batch_job import preflight
+    from routing.cascade_checkpoint import save_learned_cascade
+    from routing.config import ConfigError
+    from routing.learned_cascade import LearnedCascade
+    from routing.replay_data import load_replay
+
+    fitted = LearnedCascade(chain=["nlnet-single", "slqa-plus-ensemble"], l2=(1.0,)).fit(load_replay(SLICE))
+    save_learned_cascade(fitted, tmp_path / "router", info={})
+
+    def config(router):
+        return parse_config({
+            "input": {"path": str(SLICE / "questions.json"), "format": "squad"},
+            "output": {"path": str(tmp_path / "out")},
+            "experts": [{"name": "nlnet-single", "kind": "replay", "predictions": str(SLICE / "predictions" / "nlnet-single.json")}],
+            "router": router,
+        })
+
+    with pytest.raises(ConfigError, match=r"asks expert\(s\) \['slqa-plus-ensemble'\]"):
+        preflight(config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "router")}), str(tmp_path / "out"), False)
+    with pytest.raises(ConfigError, match="router.checkpoint"):
+        preflight(config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "nowhere")}), str(tmp_path / "out"), False)
+    with pytest.raises(ConfigError, match="threshold"):
+        config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "router"), "threshold": 1.5})

@@ -1,0 +1,123 @@
+"""Learned-cascade checkpoints: JSON for the chain and settings, safetensors for weights.
+
+Layout of a checkpoint directory (`routebatch train-router --router learned-cascade`):
+
+    router.json          format "routebatch-learned-cascade" v1, the chain of experts (the
+                         last one is the final expert), their costs, l2, the default
+                         threshold (chosen on the training set) and training notes
+    weights.safetensors  step1 .. stepN: one float64 weight vector per chain step
+
+As for pre-answer router checkpoints (`routing/checkpoint.py`), nothing is unpickled:
+the JSON's shape and types, the names, and every tensor's name, dtype, shape and values
+are checked before anything is built, so a checkpoint from an untrusted path can at
+worst be refused. `router.json` says which of the two kinds a directory holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from routing.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, read_config_file, read_weights_file
+from routing.learned_cascade import LearnedCascade, LearnedCascadeModel, LearnedCascadePlan, check_weights
+from routing.replay_data import EXPERT_NAME
+
+FORMAT = "routebatch-learned-cascade"
+VERSION = 1
+_KEYS = {"format", "version", "chain", "costs", "l2", "threshold", "info"}
+
+
+def checkpoint_format(path: str | Path) -> Optional[str]:
+    """The `format` a checkpoint directory's router.json declares (None if unreadable)."""
+    try:
+        data = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("format") if isinstance(data, dict) else None
+
+
+def save_learned_cascade(fitted: LearnedCascade, path: str | Path, *, info: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write a fitted LearnedCascade with its `pick()` threshold as the default."""
+    fitted._check_fitted()
+    path = Path(path)
+    if (path / CONFIG_FILE).exists() and not overwrite:
+        raise CheckpointError(f"{path}: already holds a checkpoint; pass overwrite=True to replace it")
+    path.mkdir(parents=True, exist_ok=True)
+    model = fitted.model_
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "chain": list(model.chain),
+        "costs": [float(c) for c in model.costs],
+        "l2": float(model.l2),
+        "threshold": float(fitted.thresholds_[fitted.pick()]),
+        "info": info,
+    }
+    tensors = {f"step{m}": np.ascontiguousarray(w, dtype=np.float64) for m, w in enumerate(model.weights, start=1)}
+    tmp_w, tmp_c = path / (WEIGHTS_FILE + ".tmp"), path / (CONFIG_FILE + ".tmp")
+    save_file(tensors, str(tmp_w))
+    tmp_c.write_text(json.dumps(config, indent=2, allow_nan=False))
+    os.replace(tmp_w, path / WEIGHTS_FILE)
+    os.replace(tmp_c, path / CONFIG_FILE)
+    return path
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    file = path / CONFIG_FILE
+    config = read_config_file(path)
+    if not isinstance(config, dict) or set(config) != _KEYS:
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{file}: expected keys {sorted(_KEYS)}, got {got}")
+    if config["format"] != FORMAT or config["version"] != VERSION:
+        raise CheckpointError(f"{file}: format {config['format']!r} v{config['version']!r}; this code reads {FORMAT} v{VERSION}")
+    chain = config["chain"]
+    if (
+        not isinstance(chain, list) or not 2 <= len(chain) <= 64
+        or not all(isinstance(n, str) and EXPERT_NAME.match(n) for n in chain) or len(set(chain)) != len(chain)
+    ):
+        raise CheckpointError(f"{file}: chain must be 2-64 distinct expert names of [A-Za-z0-9_.-]")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    costs = config["costs"]
+    if not isinstance(costs, list) or len(costs) != len(chain) or not all(number(c) and c >= 0 for c in costs):
+        raise CheckpointError(f"{file}: costs must be one finite non-negative number per chain expert")
+    if not number(config["l2"]) or config["l2"] < 0:
+        raise CheckpointError(f"{file}: l2 must be a finite non-negative number")
+    if not number(config["threshold"]) or not 0 <= config["threshold"] <= 1:
+        raise CheckpointError(f"{file}: threshold must be a number in [0, 1]")
+    if not isinstance(config["info"], dict):
+        raise CheckpointError(f"{file}: info must be a mapping")
+    return config
+
+
+def _read_weights(path: Path, width: int) -> list[np.ndarray]:
+    file = path / WEIGHTS_FILE
+    tensors = read_weights_file(path)
+    expected = {f"step{m}" for m in range(1, width + 1)}
+    if set(tensors) != expected:
+        raise CheckpointError(f"{file}: expected tensors {sorted(expected)}, got {sorted(tensors)}")
+    for key, arr in tensors.items():
+        if arr.dtype != np.float64:
+            raise CheckpointError(f"{file}: tensor {key!r} has dtype {arr.dtype}, expected float64")
+    return [tensors[f"step{m}"] for m in range(1, width + 1)]
+
+
+def load_learned_cascade(path: str | Path, threshold: Optional[float] = None) -> LearnedCascadePlan:
+    """The batch job's plan from a checkpoint; `threshold` overrides the stored default."""
+    path = Path(path)
+    config = _read_config(path)
+    weights = _read_weights(path, len(config["chain"]))
+    try:
+        check_weights(config["chain"], weights)
+    except ValueError as exc:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: {exc}") from None
+    model = LearnedCascadeModel(tuple(config["chain"]), np.array(config["costs"], dtype=np.float64), tuple(weights), float(config["l2"]))
+    return LearnedCascadePlan(model, config["threshold"] if threshold is None else threshold)

@@ -1,0 +1,399 @@
+"""Learned cascade: ask experts along a chain, stop when a fitted model trusts an answer.
+
+The agreement cascade (`routing/cascade.py`) stops on a hand-set rule: some answer has
+`quorum` supporters at agreement >= tau. That rule ignores *which* experts agree, how
+close their spans are, and whether an answer is a boundary variant of another. Here each
+step of the chain has its own small model instead — a logistic regression on the
+post-answer features of `routing/answer_features.py` that predicts the F1 of every
+answer paid for so far. After expert m of the chain has answered:
+
+* the row's current answer is the candidate with the highest predicted F1;
+* before the last expert, the row stops when that prediction is >= the threshold
+  theta, and otherwise asks the next expert of the chain;
+* after the last (most expensive) expert, the model picks among *all* the answers the
+  row paid for, so a span that the cheap readers agree on can win over the final
+  expert's — the one way any router of recorded answers can beat the best expert.
+
+theta is the cost knob, as lambda is for a pre-answer router: 0 stops everything after
+the first expert, 1 runs the whole chain. Which chain (which cheap experts, up to
+`max_stages` of them before the final one, in cost order) and how strongly to
+regularise are chosen by grouped cross-validation *inside* the training set, on the
+same headline figures `bench-router` reports (savings at 1 F1 point below the best
+expert plus the share of the oracle gap closed), so nothing is tuned on test questions.
+
+This is the combination the anchors do not make: SMART and RouteLLM calibrate a
+choice between fixed models, the learning-to-defer rejector decides before any expert
+answers; the learned cascade learns its deferral decision from the answers themselves.
+`LearnedCascadePlan` takes the same decisions one expert at a time inside the batch job.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+from routing.answer_features import AnswerStats, answer_stats, candidate_features, n_features
+from routing.cascade import CascadeStep
+from routing.evaluation import CurvePoint, best_single, best_single_index, curve_point, headline, oracle, selection_score
+from routing.replay_data import ReplaySet, grouped_folds
+
+KIND = "learned-cascade"
+DEFAULT_L2: tuple[float, ...] = (0.3, 1.0, 3.0)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    """Weights of a logistic regression on soft targets y in [0, 1] (cross-entropy plus
+    l2 * |w|^2 on every weight but the last, the bias). Deterministic (L-BFGS from 0)."""
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError("X must be (n, d) and y (n,)")
+    if not np.all((y >= 0) & (y <= 1)):
+        raise ValueError("targets must lie in [0, 1]")
+    penal = np.ones(X.shape[1])
+    penal[-1] = 0.0
+
+    def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        p = _sigmoid(X @ w)
+        eps = 1e-12
+        loss = -np.sum(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)) + l2 * np.sum(penal * w * w)
+        grad = X.T @ (p - y) + 2 * l2 * penal * w
+        return float(loss), grad
+
+    res = minimize(loss_grad, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return res.x
+
+
+def step_scores(stats: AnswerStats, m: int, weights: np.ndarray) -> np.ndarray:
+    """(n, m) predicted F1 of each answer after m chain experts; -inf where there is none."""
+    out = np.full((stats.length.shape[0], m), -np.inf)
+    for c in range(m):
+        ok = stats.answered[:, c]
+        out[ok, c] = _sigmoid(candidate_features(stats, m, c)[ok] @ weights)
+    return out
+
+
+def fit_steps(stats: AnswerStats, f1: np.ndarray, l2: float) -> list[np.ndarray]:
+    """One weight vector per step (after 1, 2, ..., width experts); `f1` is (n, width),
+    the chain experts' true F1 on the training questions."""
+    width = stats.width
+    weights = []
+    for m in range(1, width + 1):
+        X = np.vstack([candidate_features(stats, m, c)[stats.answered[:, c]] for c in range(m)])
+        y = np.concatenate([f1[stats.answered[:, c], c] for c in range(m)])
+        if len(y) == 0:
+            raise ValueError("no answered question to fit a cascade step on")
+        weights.append(fit_logistic(X, y, l2))
+    return weights
+
+
+def decide_chain(
+    scores: Sequence[np.ndarray], step_costs: np.ndarray, theta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(chain position answering, cost paid) per question for one threshold.
+
+    `scores[m-1]` is what `step_scores` gives after m experts; `step_costs` the chain's
+    costs. A question with no answer at all after the last expert gets position -1.
+    """
+    width = len(scores)
+    n = scores[0].shape[0]
+    choice = np.full(n, -1, dtype=np.int64)
+    paid = np.zeros(n)
+    open_ = np.ones(n, dtype=bool)
+    for m in range(1, width + 1):
+        paid[open_] += step_costs[m - 1]
+        s = scores[m - 1]
+        best = np.argmax(s, axis=1)
+        top = s[np.arange(n), best]
+        stop = open_ & (np.isfinite(top) & (top >= theta) if m < width else True)
+        choice[stop] = np.where(np.isfinite(top[stop]), best[stop], -1)
+        open_ &= ~stop
+    return choice, paid
+
+
+@dataclass(frozen=True)
+class LearnedCascadeModel:
+    """A fitted chain: expert names in asking order (the last is the final expert), the
+    per-expert costs, one weight vector per step, and the threshold grid."""
+
+    chain: tuple[str, ...]
+    costs: np.ndarray  # (width,)
+    weights: tuple[np.ndarray, ...]  # width vectors of n_features(width)
+    l2: float
+
+    @property
+    def width(self) -> int:
+        return len(self.chain)
+
+    def scores(self, stats: AnswerStats) -> list[np.ndarray]:
+        return [step_scores(stats, m, self.weights[m - 1]) for m in range(1, self.width + 1)]
+
+    def decide(self, trails: Sequence[Sequence[Optional[str]]], theta: float) -> tuple[np.ndarray, np.ndarray]:
+        """From full trails (every chain expert's answer, None where it gave none)."""
+        return decide_chain(self.scores(answer_stats(trails, self.width)), self.costs, theta)
+
+
+class LearnedCascade:
+    """Cascade with a learned stopping and answer-selection rule (estimator API).
+
+    `chain` fixes the experts asked, in order, the last one being the final expert;
+    by default the chain and `l2` are chosen by grouped cross-validation on the
+    training set among chains of 1..`max_stages` experts cheaper than `final` (default:
+    the best expert on training F1, ties to the cheaper) followed by `final`.
+    """
+
+    def __init__(
+        self,
+        chain: Optional[Sequence[str]] = None,
+        final: Optional[str] = None,
+        max_stages: int = 3,
+        l2: Sequence[float] = DEFAULT_L2,
+        n_thresholds: int = 101,
+        seed: int = 0,
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.chain = chain
+        self.final = final
+        self.max_stages = max_stages
+        self.l2 = l2
+        self.n_thresholds = n_thresholds
+        self.seed = seed
+        self.log = log
+
+    # -- fitting ---------------------------------------------------------------------
+    def _chains(self, names: list[str], costs: np.ndarray, final: int) -> list[tuple[int, ...]]:
+        if self.chain is not None:
+            idx = tuple(names.index(c) for c in self.chain)
+            if len(set(idx)) != len(idx) or len(idx) < 2:
+                raise ValueError("a learned cascade chain needs at least two distinct experts")
+            return [idx]
+        cheaper = [j for j in range(len(names)) if costs[j] < costs[final] and j != final]
+        if not cheaper:
+            raise ValueError("need at least one expert cheaper than the final one to build a cascade")
+        return [
+            tuple(sorted(sub, key=lambda j: (costs[j], j))) + (final,)
+            for size in range(1, min(self.max_stages, len(cheaper)) + 1)
+            for sub in itertools.combinations(cheaper, size)
+        ]
+
+    def fit(self, replay: ReplaySet) -> "LearnedCascade":
+        if self.max_stages < 1:
+            raise ValueError("max_stages must be at least 1")
+        if not self.l2 or any(v < 0 for v in self.l2):
+            raise ValueError("l2 must be a non-empty list of non-negative numbers")
+        names = list(replay.expert_names)
+        costs = replay.costs
+        f1 = np.nan_to_num(replay.f1, nan=0.0)
+        quality = f1.mean(axis=0)
+        final = names.index(self.final) if self.final else best_single_index(quality, costs)
+        chains = self._chains(names, costs, final)
+        stats = answer_stats(replay.answers, len(names))  # every expert; chains take slices
+        self.thresholds_ = np.linspace(0.0, 1.0, self.n_thresholds)
+        grid = [(ch, l2) for ch in chains for l2 in self.l2]
+        self.train_final_f1_ = float(quality[final])
+        if len(grid) > 1:
+            folds = grouped_folds(replay, self.seed)
+            curves = {key: [self._fold_curve(key, stats, f1, costs, names, fi, vi) for fi, vi in folds] for key in grid}
+            cv = {key: float(np.mean([selection_score(_headline(c, f1[vi], costs, names)) for c, (_, vi) in zip(curves[key], folds)]))
+                  for key in grid}
+            best_key = max(grid, key=lambda key: (cv[key], -grid.index(key)))
+            self.cv_score_ = cv[best_key]
+            # The chosen setting's curve on held-out questions (folds partition the set):
+            # what `pick` reads, since the in-sample curve flatters every threshold.
+            sizes = np.array([len(vi) for _, vi in folds], dtype=np.float64)
+            self.train_curve_ = [
+                (float(np.dot(sizes, [c[t][0] for c in curves[best_key]]) / sizes.sum()),
+                 float(np.dot(sizes, [c[t][1] for c in curves[best_key]]) / sizes.sum()))
+                for t in range(len(self.thresholds_))
+            ]
+            self.log(f"learned cascade: {len(grid)} (chain, l2) settings scored by inner CV; chose "
+                     f"{'>'.join(names[j] for j in best_key[0])} l2={best_key[1]:g} ({self.cv_score_:+.3f})")
+        else:
+            best_key, self.cv_score_ = grid[0], None
+        chain, l2 = best_key
+        self.expert_names_ = tuple(names)
+        self.chain_ = chain
+        self.model_ = self._fit_model(chain, l2, stats, f1, costs, names, np.arange(replay.n_questions))
+        if self.cv_score_ is None:  # a fixed setting: only the in-sample curve exists
+            self.train_curve_ = self._curve(self.model_, _slice(stats, chain, None), f1[:, list(chain)])
+        return self
+
+    @staticmethod
+    def _fit_model(chain, l2, stats, f1, costs, names, rows) -> LearnedCascadeModel:
+        s = _slice(stats, chain, rows)
+        weights = fit_steps(s, f1[np.ix_(rows, list(chain))], l2)
+        return LearnedCascadeModel(tuple(names[j] for j in chain), costs[list(chain)].astype(np.float64), tuple(weights), float(l2))
+
+    def _curve(self, model: LearnedCascadeModel, stats: AnswerStats, f1_chain: np.ndarray) -> list[tuple[float, float]]:
+        """(mean cost, mean F1) per threshold on questions whose chain F1 is known."""
+        scores = model.scores(stats)
+        rows = np.arange(f1_chain.shape[0])
+        out = []
+        for theta in self.thresholds_:
+            choice, paid = decide_chain(scores, model.costs, float(theta))
+            got = np.where(choice >= 0, f1_chain[rows, np.maximum(choice, 0)], 0.0)
+            out.append((float(paid.mean()), float(got.mean())))
+        return out
+
+    def _fold_curve(self, key, stats, f1, costs, names, fit_rows, val_rows) -> list[tuple[float, float]]:
+        chain, l2 = key
+        model = self._fit_model(chain, l2, stats, f1, costs, names, fit_rows)
+        return self._curve(model, _slice(stats, chain, val_rows), f1[np.ix_(val_rows, list(chain))])
+
+    # -- using -----------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("LearnedCascade is not fitted; call fit first")
+
+    def describe(self, theta: Optional[float] = None) -> str:
+        self._check_fitted()
+        s = ">".join(self.model_.chain) + f" (learned, l2={self.model_.l2:g})"
+        return s if theta is None else s + f" @threshold={theta:.2f}"
+
+    def pick(self, tolerance: float = 0.01) -> int:
+        """Index of the threshold to run: the cheapest whose training F1 is within
+        `tolerance` of the final expert alone, or the best-scoring one if none is."""
+        self._check_fitted()
+        ok = [i for i, (_, f) in enumerate(self.train_curve_) if f >= self.train_final_f1_ - tolerance - 1e-12]
+        if not ok:
+            return int(np.argmax([f for _, f in self.train_curve_]))
+        return min(ok, key=lambda i: (self.train_curve_[i][0], i))
+
+    def trails(self, replay: ReplaySet) -> list[list[Optional[str]]]:
+        idx = [replay.expert_names.index(c) for c in self.model_.chain]
+        return [[row[j] for j in idx] for row in replay.answers]
+
+    def settings(self, replay: ReplaySet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(T, n) answering expert (index into the replay's experts), its F1, and the cost
+        paid, per threshold (ascending: cheap to dear) and question."""
+        self._check_fitted()
+        if tuple(replay.expert_names) != self.expert_names_:
+            raise ValueError("replay set has different experts than the cascade was fitted on")
+        idx = np.array([replay.expert_names.index(c) for c in self.model_.chain])
+        scores = self.model_.scores(answer_stats(self.trails(replay), self.model_.width))
+        f1 = np.nan_to_num(replay.f1, nan=0.0)
+        rows = np.arange(replay.n_questions)
+        choices, f1s, paids = [], [], []
+        for theta in self.thresholds_:
+            pos, paid = decide_chain(scores, self.model_.costs, float(theta))
+            # No answer at all (every chain expert failed): charged as the final expert's.
+            chosen = np.where(pos >= 0, idx[np.maximum(pos, 0)], idx[-1])
+            choices.append(chosen)
+            f1s.append(f1[rows, chosen])
+            paids.append(paid)
+        return np.stack(choices), np.stack(f1s), np.stack(paids)
+
+    def sweep(self, replay: ReplaySet, settings: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> list[CurvePoint]:
+        choices, _, paids = settings if settings is not None else self.settings(replay)
+        f1 = np.nan_to_num(replay.f1, nan=0.0)
+        em = np.nan_to_num(replay.em, nan=0.0)
+        names = list(replay.expert_names)
+        return [
+            curve_point(choices[i], f1, em, replay.costs, names, float(t), paid=paids[i], label=self.describe(float(t)))
+            for i, t in enumerate(self.thresholds_)
+        ]
+
+
+def _headline(curve: Sequence[tuple[float, float]], f1: np.ndarray, costs: np.ndarray, names: list[str]) -> dict:
+    points = [CurvePoint(param=0.0, cost=c, f1=v, em=0.0) for c, v in curve]
+    return headline(points, best_single(f1, costs, names), oracle(f1, f1, costs))
+
+
+def _slice(stats: AnswerStats, chain: Sequence[int], rows: Optional[np.ndarray]) -> AnswerStats:
+    """The stats of a chain's experts (in chain order) on some questions."""
+    r = slice(None) if rows is None else rows
+    c = list(chain)
+    return AnswerStats(
+        agreement=stats.agreement[r][:, c][:, :, c],
+        contains=stats.contains[r][:, c][:, :, c],
+        length=stats.length[r][:, c],
+        empty=stats.empty[r][:, c],
+        answered=stats.answered[r][:, c],
+    )
+
+
+def check_weights(chain: Sequence[str], weights: Sequence[np.ndarray]) -> None:
+    """A model's weights must be one finite vector of the right length per chain step."""
+    d = n_features(len(chain))
+    if len(weights) != len(chain):
+        raise ValueError(f"a chain of {len(chain)} experts needs {len(chain)} weight vectors, got {len(weights)}")
+    for m, w in enumerate(weights, start=1):
+        if w.shape != (d,) or not np.all(np.isfinite(w)):
+            raise ValueError(f"step {m}: weights must be {d} finite numbers")
+
+
+def model_state(model: LearnedCascadeModel, threshold: float, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    config = {"chain": list(model.chain), "costs": [float(c) for c in model.costs], "l2": model.l2,
+              "threshold": float(threshold), "info": info}
+    tensors = {f"step{m}": w.astype(np.float64) for m, w in enumerate(model.weights, start=1)}
+    return config, tensors
+
+
+class LearnedCascadePlan:
+    """A fitted learned cascade by expert names, decided one expert at a time.
+
+    The batch job's expert stages run along the chain; after each stage answers a row,
+    `next_steps` takes the row's trail (the answers of chain[:k], None where an expert
+    gave none) and says whether the row stops (and with whose answer) or which expert
+    is next, by exactly the rule `decide_chain` applies offline. After the final expert,
+    `final_choice` picks among every answer the row paid for.
+    """
+
+    def __init__(self, model: LearnedCascadeModel, threshold: float) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+        check_weights(model.chain, model.weights)
+        self.model = model
+        self.threshold = float(threshold)
+        self.stages = model.chain[:-1]
+        self.final = model.chain[-1]
+        self.expert_names = list(model.chain)
+
+    def route(self, questions: Sequence[str], contexts: Sequence[str]) -> list[str]:
+        """Every question starts with the first expert of the chain."""
+        return [self.model.chain[0]] * len(questions)
+
+    def _scores(self, trails: Sequence[Sequence[Optional[str]]], k: int) -> np.ndarray:
+        stats = answer_stats(trails, self.model.width)
+        return step_scores(stats, k, self.model.weights[k - 1])
+
+    def next_steps(self, trails: Sequence[Sequence[Optional[str]]]) -> list[CascadeStep]:
+        """The next step of each row after a stage expert (1 <= len(trail) < len(chain))."""
+        out: list[Optional[CascadeStep]] = [None] * len(trails)
+        by_length: dict[int, list[int]] = {}
+        for i, trail in enumerate(trails):
+            if not 1 <= len(trail) < self.model.width:
+                raise ValueError(f"a learned cascade trail after a stage holds 1 to {self.model.width - 1} answers, got {len(trail)}")
+            by_length.setdefault(len(trail), []).append(i)
+        for k, rows in by_length.items():
+            scores = self._scores([trails[i] for i in rows], k)
+            best = np.argmax(scores, axis=1)
+            top = scores[np.arange(len(rows)), best]
+            for j, i in enumerate(rows):
+                if np.isfinite(top[j]) and top[j] >= self.threshold:
+                    out[i] = CascadeStep(self.model.chain[best[j]], True, int(best[j]))
+                else:
+                    out[i] = CascadeStep(self.model.chain[k], False)
+        return out  # type: ignore[return-value]
+
+    def final_choice(self, trails: Sequence[Sequence[Optional[str]]]) -> list[int]:
+        """Per row whose trail is complete (every chain expert asked), the chain position
+        whose answer the row returns; the final expert's own when nothing else scores."""
+        for trail in trails:
+            if len(trail) != self.model.width:
+                raise ValueError(f"a complete learned cascade trail holds {self.model.width} answers, got {len(trail)}")
+        if not trails:
+            return []
+        scores = self._scores(trails, self.model.width)
+        best = np.argmax(scores, axis=1)
+        top = scores[np.arange(len(trails)), best]
+        return [int(b) if np.isfinite(t) else self.model.width - 1 for b, t in zip(best, top)]
+
+    def describe(self) -> str:
+        return ">".join(self.model.chain) + f" (learned, threshold {self.threshold:g})"

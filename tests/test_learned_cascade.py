@@ -1,0 +1,247 @@
+"""The learned cascade: features, the fitted stop/select rule, checkpoints, the job's plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from routing.answer_features import answer_stats, candidate_features, n_features
+from routing.cascade_checkpoint import load_learned_cascade, save_learned_cascade
+from routing.checkpoint_files import CheckpointError
+from routing.learned_cascade import LearnedCascade, LearnedCascadeModel, LearnedCascadePlan, decide_chain, fit_logistic
+from routing.replay_data import load_replay
+from tests.router_data import write_replay
+
+# -- synthetic replay data where the right rule is known ------------------------------------
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+
+
+def _synthetic(path, n_per_article=80, seed=0, final_wrong_when_cheap_agree=False):
+    """Two articles; cheap experts A (cost 1) and B (cost 2) are each right 60 % of the
+    time, independently, and wrong with answers of their own; the final expert F
+    (cost 20) is right 90 % of the time. So "A and B agree" means "both right", and the
+    cheapest way to F's quality is: stop when they agree, ask F otherwise. With
+    `final_wrong_when_cheap_agree`, F is wrong exactly where A and B agree: then only a
+    rule that may return a cheap answer after F has spoken can beat F."""
+    rng = np.random.default_rng(seed)
+    articles, preds = [], {"A": {}, "B": {}, "F": {}}
+    for art in range(2):
+        qas = []
+        context = " ".join(WORDS)
+        for q in range(n_per_article):
+            qid = f"a{art}q{q}"
+            gold = f"{WORDS[q % 10]} {WORDS[(q * 3 + art) % 10]}"
+            qas.append({"id": qid, "question": f"question {q}?", "is_impossible": False,
+                        "answers": [{"text": gold, "answer_start": 0}]})
+            a_right, b_right = rng.random() < 0.6, rng.random() < 0.6
+            preds["A"][qid] = gold if a_right else f"wrong-a-{q}"
+            preds["B"][qid] = gold if b_right else f"wrong-b-{q}"
+            f_right = rng.random() < 0.9
+            if final_wrong_when_cheap_agree:
+                f_right = not (a_right and b_right)
+            preds["F"][qid] = gold if f_right else f"wrong-f-{q}"
+        articles.append({"title": f"Article{art}", "paragraphs": [{"context": context, "qas": qas}]})
+    return write_replay(path, predictions=preds, costs={"A": 1.0, "B": 2.0, "F": 20.0}, articles=articles)
+
+
+# -- pieces ---------------------------------------------------------------------------------
+
+def test_logistic_regression_recovers_a_known_model():
+    rng = np.random.default_rng(1)
+    X = np.hstack([rng.normal(size=(4000, 2)), np.ones((4000, 1))])
+    w_true = np.array([2.0, -1.0, 0.5])
+    y = (rng.random(4000) < 1 / (1 + np.exp(-X @ w_true))).astype(float)
+    w = fit_logistic(X, y, l2=0.0)
+    assert np.allclose(w, w_true, atol=0.15)
+    # The penalty shrinks the weights but never the bias (last column).
+    strong = fit_logistic(X, y, l2=1e5)
+    assert np.all(np.abs(strong[:2]) < 0.05) and abs(strong[2]) > 0.1
+    with pytest.raises(ValueError, match="targets"):
+        fit_logistic(X, y * 2, l2=1.0)
+
+
+def test_candidate_features_by_hand():
+    stats = answer_stats([["the Paris", "paris", "Paris France"], ["", None]], width=3)
+    assert stats.answered.tolist() == [[True, True, True], [True, False, False]]
+    x = candidate_features(stats, 3, 0)[0]
+    w = 3
+    assert x.shape == (n_features(w),)
+    assert x[:w].tolist() == [1, 0, 0]  # position one-hot
+    assert x[w:2 * w].tolist() == pytest.approx([0, 1.0, 2 / 3])  # token F1 with the others
+    assert x[2 * w:3 * w].tolist() == [0, 1, 0]  # exact agreement
+    shared = x[3 * w:]
+    assert shared[0] == 1.0 and shared[1] == 0.5  # both others >= 0.5, one of two exact
+    assert shared[2] == 0.0 and shared[3] == 0.5  # contained in "Paris France"
+    assert shared[4] == 0.0 and shared[-1] == 1.0
+    # Only the first position asked: no agreement evidence yet; an empty answer is flagged.
+    y = candidate_features(stats, 1, 0)[1]
+    assert y[3 * w + 4] == 1.0 and not y[w:3 * w].any()
+    with pytest.raises(ValueError):
+        candidate_features(stats, 1, 1)  # position 1 has not been asked
+
+
+def test_decide_chain_stops_escalates_and_pays_by_hand():
+    # Three questions, chain of three experts costing 1, 2, 10.
+    s1 = np.array([[0.9], [0.5], [0.2]])
+    s2 = np.array([[0.9, 0.1], [0.95, 0.2], [0.3, 0.4]])
+    s3 = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.8, 0.1, 0.6]])
+    costs = np.array([1.0, 2.0, 10.0])
+    choice, paid = decide_chain([s1, s2, s3], costs, theta=0.8)
+    assert choice.tolist() == [0, 0, 0]  # q0 stops at once; q1 after two; q2's final step prefers position 0
+    assert paid.tolist() == [1.0, 3.0, 13.0]
+    choice, paid = decide_chain([s1, s2, s3], costs, theta=0.0)
+    assert paid.tolist() == [1.0, 1.0, 1.0]
+    choice, paid = decide_chain([s1, s2, s3], costs, theta=1.0)
+    assert paid.tolist() == [13.0, 13.0, 13.0]  # nothing is trusted before the end
+
+
+# -- fitting --------------------------------------------------------------------------------
+
+def test_it_learns_to_stop_when_the_cheap_experts_agree(tmp_path):
+    train = load_replay(_synthetic(tmp_path / "train", seed=0))
+    test = load_replay(_synthetic(tmp_path / "test", seed=1))
+    lc = LearnedCascade(max_stages=2).fit(train)
+    assert lc.model_.chain == ("A", "B", "F")  # both cheap experts: their agreement is the signal
+    f_f1 = float(np.nan_to_num(test.f1[:, test.expert_index("F")]).mean())
+    curve = lc.sweep(test)
+    within = [p for p in curve if p.f1 >= f_f1 - 0.01]
+    assert within, "never reaches the final expert's F1"
+    cheapest = min(within, key=lambda p: p.cost)
+    # Stop on agreement (36 % of questions, both right) and ask F otherwise: about
+    # 3 + 0.64 * 20 = 15.8 per question instead of 20, at F's F1 or better.
+    assert cheapest.cost < 0.85 * 20.0
+    # The threshold picked on training data is a usable operating point on test data.
+    picked = curve[lc.pick()]
+    assert picked.cost < 20.0 and picked.f1 >= f_f1 - 0.03
+
+
+def test_after_the_final_expert_an_agreed_cheap_answer_can_win(tmp_path):
+    train = load_replay(_synthetic(tmp_path / "train", seed=2, final_wrong_when_cheap_agree=True))
+    test = load_replay(_synthetic(tmp_path / "test", seed=3, final_wrong_when_cheap_agree=True))
+    lc = LearnedCascade(chain=["A", "B", "F"]).fit(train)
+    f_f1 = float(test.f1[:, test.expert_index("F")].mean())
+    oracle = float(np.nan_to_num(test.f1).max(axis=1).mean())
+    whole_chain = lc.sweep(test)[-1]  # threshold 1: every expert asked, then the choice
+    assert whole_chain.cost == pytest.approx(23.0)
+    assert whole_chain.f1 > f_f1 + 0.2 and whole_chain.f1 == pytest.approx(oracle, abs=0.02)
+
+
+def test_fixed_chain_must_be_real_experts(tmp_path):
+    train = load_replay(_synthetic(tmp_path / "train"))
+    with pytest.raises(ValueError, match="at least two"):
+        LearnedCascade(chain=["F"]).fit(train)
+    with pytest.raises(ValueError):
+        LearnedCascade(chain=["A", "nope"]).fit(train)
+
+
+# -- checkpoints and the job's plan ----------------------------------------------------------
+
+def _fitted(tmp_path):
+    return LearnedCascade(max_stages=2).fit(load_replay(_synthetic(tmp_path / "train", seed=4)))
+
+
+def test_checkpoint_round_trip_and_the_plan_decide_as_offline(tmp_path):
+    lc = _fitted(tmp_path)
+    save_learned_cascade(lc, tmp_path / "ckpt", info={"note": "test"})
+    with pytest.raises(CheckpointError, match="already holds"):
+        save_learned_cascade(lc, tmp_path / "ckpt", info={})
+    test = load_replay(_synthetic(tmp_path / "test", seed=5))
+    trails = lc.trails(test)
+    # Some answers missing, as when an expert fails on a row.
+    trails[0][1] = None
+    trails[3][0] = None
+    for theta in (0.3, 0.7, 0.95):
+        plan = load_learned_cascade(tmp_path / "ckpt", threshold=theta)
+        offline_choice, offline_paid = lc.model_.decide(trails, theta)
+        # Step by step, as the expert stages do.
+        width = plan.model.width
+        for q, trail in enumerate(trails):
+            paid, k = 0.0, 0
+            while True:
+                paid += plan.model.costs[k]
+                k += 1
+                if k == width:
+                    pos = plan.final_choice([trail])[0]
+                    break
+                step = plan.next_steps([trail[:k]])[0]
+                if step.done:
+                    pos = step.answer_from
+                    break
+                assert step.expert == plan.model.chain[k]
+            assert pos == offline_choice[q] and paid == pytest.approx(offline_paid[q]), (theta, q)
+    default = load_learned_cascade(tmp_path / "ckpt")
+    assert default.threshold == pytest.approx(float(lc.thresholds_[lc.pick()]))
+    assert default.route(["q1", "q2"], ["c", "c"]) == ["A", "A"]
+
+
+def test_tampered_checkpoints_are_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    lc = _fitted(tmp_path)
+    good = save_learned_cascade(lc, tmp_path / "good", info={})
+
+    def variant(name, edit_json=None, edit_tensors=None):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = json.loads((good / "router.json").read_text())
+        tensors = load_file(str(good / "weights.safetensors"))
+        if edit_json:
+            edit_json(cfg)
+        if edit_tensors:
+            tensors = edit_tensors(tensors)
+        (d / "router.json").write_text(json.dumps(cfg))
+        save_file(tensors, str(d / "weights.safetensors"))
+        return d
+
+    cases = {
+        "format": (lambda c: c.update(format="routebatch-router"), None, "format"),
+        "extra_key": (lambda c: c.update(code="import os"), None, "expected keys"),
+        "bad_name": (lambda c: c["chain"].__setitem__(0, "../etc"), None, "chain"),
+        "threshold": (lambda c: c.update(threshold=2.0), None, "threshold"),
+        "missing_step": (None, lambda t: {k: v for k, v in t.items() if k != "step1"}, "expected tensors"),
+        "dtype": (None, lambda t: {k: v.astype(np.float32) for k, v in t.items()}, "float64"),
+        "shape": (None, lambda t: {**t, "step1": np.zeros(3)}, "weights must be"),
+        "nan": (None, lambda t: {**t, "step1": np.full_like(t["step1"], np.nan)}, "finite"),
+    }
+    for name, (ej, et, match) in cases.items():
+        with pytest.raises(CheckpointError, match=match):
+            load_learned_cascade(variant(name, ej, et))
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "router.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_learned_cascade(tmp_path / "junk")
+
+
+def test_plan_checks_its_inputs():
+    w = n_features(3)
+    model = LearnedCascadeModel(("a", "b", "c"), np.array([1.0, 2.0, 3.0]), tuple(np.zeros(w) for _ in range(3)), 1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        LearnedCascadePlan(model, 1.5)
+    plan = LearnedCascadePlan(model, 0.5)
+    with pytest.raises(ValueError, match="1 to 2 answers"):
+        plan.next_steps([["x", "y", "z"]])
+    with pytest.raises(ValueError, match="holds 3 answers"):
+        plan.final_choice([["x"]])
+    bad = LearnedCascadeModel(("a", "b"), np.array([1.0, 2.0]), (np.zeros(2), np.zeros(2)), 1.0)
+    with pytest.raises(ValueError, match="weights must be"):
+        LearnedCascadePlan(bad, 0.5)
+
+
+def test_train_router_cli_writes_a_learned_cascade_the_job_config_loads(tmp_path, capsys):
+    from pipelines.cli import main
+    from routing.config import LearnedCascadeRouter
+    from routing.rules import build_router
+
+    data = _synthetic(tmp_path / "profile", seed=6)
+    out = tmp_path / "router"
+    assert main(["train-router", "--profile", str(data), "--output", str(out), "--router", "learned-cascade"]) == 0
+    said = capsys.readouterr().out
+    assert f"wrote {out}: learned cascade A>B>F" in said and "threshold" in said
+    plan = build_router(LearnedCascadeRouter(kind="learned-cascade", checkpoint=str(out), threshold=0.5))
+    assert isinstance(plan, LearnedCascadePlan) and plan.threshold == 0.5 and plan.final == "F"
+    # A second run does not silently replace it.
+    assert main(["train-router", "--profile", str(data), "--output", str(out), "--router", "learned-cascade"]) != 0
+    assert "already holds" in capsys.readouterr().err
