@@ -254,7 +254,9 @@ def expert_stage_order(config: JobConfig, plan: Optional[CascadePlan | LearnedCa
 
     Config order, except under a cascade router: a row moves forward only, so the
     cascade's experts come first in the order it asks them (stages, then the final
-    expert), then any other expert (which a cascade never asks)."""
+    expert), then any other expert (which a cascade never asks). `plan`: the job's
+    `cascade_plan`, when the caller has built it already."""
+    plan = plan if plan is not None else cascade_plan(config)
     if plan is None:
         return list(config.experts)
     first = plan.expert_names
