@@ -2,7 +2,8 @@
 
 profile every expert -> train a router -> run the routed batch job -> score -> report,
 on examples/data/squad-replay-slice with the three recorded systems of
-examples/squad-replay.yaml as experts.
+examples/squad-replay.yaml as experts. The router is the learned cascade by default
+(`--router knn` shows a pre-answer router with a budget instead).
 
 The slice is split by article before anything is learned: the router is trained on
 the profile of one article and the job runs on the other. Training and running on the
@@ -36,6 +37,7 @@ SLICE = REPO / "examples" / "data" / "squad-replay-slice"
 TRAIN_ARTICLES = ("Normans",)
 TEST_ARTICLES = ("Southern_California",)
 DEFAULT_BUDGET = 0.0004  # USD per question: between the small readers (0.0002) and the large one (0.001)
+DEMO_ROUTERS = ("learned-cascade", "knn")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,14 @@ def split_by_article(source: Path, train: Path, test: Path) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def write_configs(paths: DemoPaths, budget: float) -> None:
+def routed_router(paths: DemoPaths, router: str, budget: float) -> dict[str, Any]:
+    """The `router:` section of the routed run."""
+    if router == "learned-cascade":
+        return {"kind": "learned-cascade", "checkpoint": str(paths.router)}
+    return {"checkpoint": str(paths.router), "budget_per_item": budget}
+
+
+def write_configs(paths: DemoPaths, budget: float, router: str = "learned-cascade") -> None:
     """The example config, pointed at each half; the routed one uses the trained router.
     Paths are made absolute so the files work from any directory."""
     base = yaml.safe_load(EXAMPLE_CONFIG.read_text())
@@ -93,7 +102,7 @@ def write_configs(paths: DemoPaths, budget: float) -> None:
     variants = {
         "profile-train": (paths.train_questions, base["router"]),
         "profile-test": (paths.test_questions, base["router"]),
-        "routed": (paths.test_questions, {"checkpoint": str(paths.router), "budget_per_item": budget}),
+        "routed": (paths.test_questions, routed_router(paths, router, budget)),
     }
     for name, (questions, router) in variants.items():
         cfg = {**base, "input": {"path": str(questions), "format": "squad"}, "output": {"path": str(paths.run)}, "router": router}
@@ -102,13 +111,19 @@ def write_configs(paths: DemoPaths, budget: float) -> None:
         target.write_text(f"# written by `routebatch demo`\n{yaml.safe_dump(cfg, sort_keys=False)}")
 
 
-def demo_commands(paths: DemoPaths, budget: float, encoder_arg: str) -> list[str]:
+def demo_commands(paths: DemoPaths, budget: float, encoder_arg: str, router: str = "learned-cascade") -> list[str]:
     """The commands that redo the demo step by step."""
+    if router == "learned-cascade":
+        train = f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router learned-cascade"
+        run_note = "router: learned cascade, its own threshold"
+    else:
+        train = f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router knn --encoder {encoder_arg}"
+        run_note = f"router: checkpoint, budget_per_item {budget:g}"
     return [
         f"routebatch profile {paths.config('profile-train')} --sample 100000 --no-adaptive --output {paths.profile_train}",
         f"routebatch profile {paths.config('profile-test')} --sample 100000 --no-adaptive --output {paths.profile_test}",
-        f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router knn --encoder {encoder_arg}",
-        f"routebatch run {paths.config('routed')} --output {paths.run}   # router: checkpoint, budget_per_item {budget:g}",
+        train,
+        f"routebatch run {paths.config('routed')} --output {paths.run}   # {run_note}",
         f"routebatch score --predictions {paths.run} --gold {paths.test_questions}",
         f"routebatch report {paths.run} --gold {paths.test_questions} --profile {paths.profile_test}",
     ]
@@ -139,6 +154,7 @@ def run_demo(
     *,
     budget: float = DEFAULT_BUDGET,
     encoder: Optional[str] = None,
+    router: str = "learned-cascade",
     overwrite: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -147,7 +163,11 @@ def run_demo(
     from pipelines.profiling import run_profile
     from pipelines.report import write_report
     from pipelines.resources import plan_resources
-    from routing.training import train_router_checkpoint
+    from routing.cascade_checkpoint import save_learned_cascade
+    from routing.training import train_learned_cascade, train_router_checkpoint
+
+    if router not in DEMO_ROUTERS:
+        raise ValueError(f"router must be one of {DEMO_ROUTERS}, got {router!r}")
 
     paths = DemoPaths(Path(output).resolve())
     if paths.root.exists() and any(paths.root.iterdir()):
@@ -156,7 +176,7 @@ def run_demo(
         shutil.rmtree(paths.root)
     started = time.monotonic()
     n_train, n_test = split_by_article(SLICE / "questions.json", paths.train_questions, paths.test_questions)
-    write_configs(paths, budget)
+    write_configs(paths, budget, router)
     say(
         f"routebatch demo: offline, on {SLICE.relative_to(REPO)} with the 3 recorded systems of {EXAMPLE_CONFIG.relative_to(REPO)} as experts\n"
         f"  split by article: the router learns from {', '.join(TRAIN_ARTICLES)} ({n_train} questions) and the job runs on "
@@ -175,10 +195,17 @@ def run_demo(
         run_profile(train_cfg, sample_size=n_train, output=str(paths.profile_train), batch=50, adaptive=False)
         step(2, "profile every expert on the test questions: only for the report's single-expert points, the router never sees them")
         run_profile(load_config(paths.config("profile-test")), sample_size=n_test, output=str(paths.profile_test), batch=50, adaptive=False)
-        step(3, f"train a kNN router on {'encoder' if encoder else 'text'} features from the training profile")
-        checkpoint = train_router_checkpoint(paths.profile_train, kind="knn", encoder=encoder)
-        checkpoint.save(paths.router)
-        step(4, f"run the routed batch job on the test questions (router checkpoint, budget ${budget:g} per question)")
+        if router == "learned-cascade":
+            step(3, "fit the learned cascade on the training profile (chain and threshold chosen by cross-validation inside it)")
+            fitted, info = train_learned_cascade(paths.profile_train)
+            save_learned_cascade(fitted, paths.router, info=info)
+            step(4, f"run the routed batch job on the test questions (learned cascade {fitted.describe(float(fitted.thresholds_[fitted.pick()]))})")
+        else:
+            step(3, f"train a kNN router on {'encoder' if encoder else 'text'} features from the training profile")
+            checkpoint = train_router_checkpoint(paths.profile_train, kind="knn", encoder=encoder)
+            checkpoint.save(paths.router)
+            info = checkpoint.info
+            step(4, f"run the routed batch job on the test questions (router checkpoint, budget ${budget:g} per question)")
         summary = run_job(load_config(paths.config("routed")), output=str(paths.run), progress=False)
     step(5, "score against the gold answers and write the report")
     html_path, json_path, figures = write_report(str(paths.run), gold=str(paths.test_questions), profile=str(paths.profile_test))
@@ -187,14 +214,15 @@ def run_demo(
         "test_articles": list(TEST_ARTICLES),
         "train_questions": n_train,
         "test_questions": n_test,
-        "router_fit": checkpoint.info["n_fit"],
-        "router_calibration": checkpoint.info["n_calibration"],
-        "budget_per_item_usd": budget,
+        "router": router,
+        "router_fit": info["n_fit"],
+        "router_calibration": info["n_calibration"],
+        "budget_per_item_usd": budget if router == "knn" else None,
         "exit_code": summary.exit_code,
         "seconds": time.monotonic() - started,
         "report": html_path,
         "figures": json_path,
-        "commands": demo_commands(paths, budget, encoder or "none"),
+        "commands": demo_commands(paths, budget, encoder or "none", router),
     }
     say(format_headline(figures))
     return figures
@@ -226,7 +254,8 @@ def format_headline(figures: dict[str, Any]) -> str:
         verdict = "above" if q["f1"] > mixed else "below"
         lines.append(
             f"  a random mix of the frontier experts at the same cost would score F1 {100 * mixed:.2f}: the router is {verdict} "
-            "that line" + ("" if verdict == "above" else f" (it learned from {d['router_fit']} questions, calibrated on {d['router_calibration']})")
+            "that line" + ("" if verdict == "above" else f" (it learned from {d['router_fit']} questions"
+                           + (f", calibrated on {d['router_calibration']})" if d["router_calibration"] else ")"))
         )
     lines.append(f"report: {d['report']}")
     lines.append(f"done in {d['seconds']:.0f} s; to redo a step by hand:")

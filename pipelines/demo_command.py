@@ -15,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole story on the example data, offline: profile, train a router, run, score, report")
     p.add_argument("--output", default="routebatch-demo", help="directory for everything the demo writes (default ./routebatch-demo)")
     p.add_argument("--overwrite", action="store_true", help="replace what an earlier demo wrote there")
-    p.add_argument("--budget", type=float, default=None, help="the router's budget in USD per question (default 0.0004)")
+    p.add_argument("--router", choices=("learned-cascade", "knn"), default="learned-cascade",
+                   help="learned-cascade (default): the post-answer cascade; knn: a pre-answer router with a budget")
+    p.add_argument("--budget", type=float, default=None,
+                   help="the kNN router's budget in USD per question (default 0.0004; --router knn only)")
     p.add_argument(
         "--encoder",
         default="none",
@@ -45,7 +48,8 @@ def _demo(args: argparse.Namespace) -> int:
     elif args.encoder != "none":
         encoder = args.encoder
     try:
-        run_demo(args.output, budget=budget, encoder=encoder, overwrite=args.overwrite, say=lambda line: print(line, flush=True))
+        run_demo(args.output, budget=budget, encoder=encoder, router=args.router, overwrite=args.overwrite,
+                 say=lambda line: print(line, flush=True))
     except FileExistsError as exc:
         print(f"routebatch demo: {exc}", file=sys.stderr)
         return exit_codes.CONFIG

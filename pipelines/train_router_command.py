@@ -72,23 +72,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _train_learned_cascade(args: argparse.Namespace) -> int:
     from routing.cascade_checkpoint import load_learned_cascade, save_learned_cascade
-    from routing.learned_cascade import LearnedCascade
-    from routing.replay_data import load_replay
+    from routing.training import train_learned_cascade
 
     try:
-        replay = load_replay(args.profile, covered_only=not args.all_questions)
-        if args.all_questions:
-            replay = replay.uncovered_as_wrong()
-        fitted = LearnedCascade(seed=args.seed, log=lambda msg: print(msg, file=sys.stderr)).fit(replay)
-        theta = float(fitted.thresholds_[fitted.pick()])
-        cost, f1 = fitted.train_curve_[fitted.pick()]
-        info = {"n_fit": replay.n_questions, "profile": str(args.profile), "cv_score": fitted.cv_score_,
-                "train_cv_cost": cost, "train_cv_f1": f1}
+        fitted, info = train_learned_cascade(
+            args.profile, seed=args.seed, covered_only=not args.all_questions, log=lambda msg: print(msg, file=sys.stderr)
+        )
         save_learned_cascade(fitted, args.output, info=info, overwrite=args.overwrite)
         plan = load_learned_cascade(args.output)  # prove it reads back before declaring success
     except (ReplayDataError, CheckpointError, ValueError) as exc:
         print(f"routebatch train-router: {exc}", file=sys.stderr)
         return exit_codes.FAILED
-    print(f"wrote {args.output}: learned cascade {plan.describe()}, fit on {replay.n_questions} questions; "
-          f"cross-validated on them: mean cost {cost:.4g}, F1 {f1:.4f} at threshold {theta:g}")
+    print(f"wrote {args.output}: learned cascade {plan.describe()}, fit on {info['n_fit']} questions; "
+          f"cross-validated on them at that threshold: mean cost {info['threshold_cv_cost']:.4g}, "
+          f"F1 {info['threshold_cv_f1']:.4f}")
     return exit_codes.OK

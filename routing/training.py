@@ -11,13 +11,14 @@ used for fitting, so the run-time choice of lambda rests on honest held-out outc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from routing.checkpoint import RouterCheckpoint
 from routing.evaluation import best_single_index, upper_hull
 from routing.features import RouterFeaturizer
+from routing.learned_cascade import LearnedCascade
 from routing.replay_data import load_replay
 from routing.routers import make_router
 
@@ -84,3 +85,35 @@ def train_router_checkpoint(
         calibration_seed=seed,
         info=info,
     )
+
+
+def train_learned_cascade(
+    profile_dir: str | Path,
+    *,
+    seed: int = 0,
+    covered_only: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[LearnedCascade, dict[str, Any]]:
+    """Fit the learned cascade on a whole replay directory, and the notes its checkpoint keeps.
+
+    No calibration split: the chain, the regularisation and the default threshold are
+    all chosen by cross-validation inside the directory (`LearnedCascade.fit`), and the
+    threshold's cross-validated cost and F1 are what `info` reports."""
+    replay = load_replay(profile_dir, covered_only=covered_only)
+    if not covered_only:
+        replay = replay.uncovered_as_wrong()
+    fitted = LearnedCascade(seed=seed, log=log).fit(replay)
+    pick = fitted.pick()
+    cost, f1 = fitted.train_curve_[pick]
+    info = {
+        "profile": str(profile_dir),
+        "router_kind": "learned-cascade",
+        "n_fit": replay.n_questions,
+        "n_calibration": 0,
+        "covered_only": covered_only,
+        "seed": seed,
+        "cv_score": fitted.cv_score_,
+        "threshold_cv_cost": cost,
+        "threshold_cv_f1": f1,
+    }
+    return fitted, info

@@ -15,9 +15,10 @@ from routing.squad import load_squad, score_predictions
 pytestmark = pytest.mark.ray
 
 
-def test_demo_runs_the_whole_story_out_of_sample(local_ray, tmp_path, capsys):
+@pytest.mark.parametrize("router", ["learned-cascade", "knn"])
+def test_demo_runs_the_whole_story_out_of_sample(local_ray, tmp_path, capsys, router):
     root = tmp_path / "demo"
-    assert cli(["demo", "--output", str(root)]) == 0
+    assert cli(["demo", "--output", str(root)] + ([] if router == "learned-cascade" else ["--router", router])) == 0
     printed = capsys.readouterr().out
 
     train = load_squad(root / "data" / "train" / "questions.json")
@@ -25,7 +26,9 @@ def test_demo_runs_the_whole_story_out_of_sample(local_ray, tmp_path, capsys):
     assert {q.title for q in train} == {"Normans"} and {q.title for q in test} == {"Southern_California"}
     profiled = {q.id for q in load_squad(root / "profile-train" / "questions.json")}
     assert profiled == {q.id for q in train}  # every training question profiled (--no-adaptive) ...
-    info = json.loads((root / "router" / "router.json").read_text())["info"]
+    checkpoint = json.loads((root / "router" / "router.json").read_text())
+    assert checkpoint["format"] == {"learned-cascade": "routebatch-learned-cascade", "knn": "routebatch-router"}[router]
+    info = checkpoint["info"]
     assert info["profile"].endswith("profile-train")  # ... and the router learned from that profile only
     assert info["n_fit"] + info["n_calibration"] <= len(train)
     assert profiled.isdisjoint(q.id for q in test)
@@ -33,6 +36,8 @@ def test_demo_runs_the_whole_story_out_of_sample(local_ray, tmp_path, capsys):
     rows = pq.read_table(root / "run").to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(q.id for q in test)
     assert len({r["expert"] for r in rows}) >= 2
+    # A cascade run says whom each row asked; a pre-answer router asks one expert.
+    assert all((r["consulted"] is not None) == (router == "learned-cascade") for r in rows)
     f1 = score_predictions(test, {r["id"]: r["answer"] for r in rows}).as_dict()["f1"]
     cost = sum(r["cost_usd"] for r in rows)
 
