@@ -24,9 +24,8 @@ from typing import Any, Optional
 import numpy as np
 from safetensors.numpy import save_file
 
-from routing.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, read_config_file, read_weights_file
+from routing.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, distinct_names, read_config_file, read_weights_file
 from routing.learned_cascade import LearnedCascade, LearnedCascadeModel, LearnedCascadePlan, check_weights
-from routing.replay_data import EXPERT_NAME
 
 FORMAT = "routebatch-learned-cascade"
 VERSION = 1
@@ -70,17 +69,9 @@ def save_learned_cascade(fitted: LearnedCascade, path: str | Path, *, info: dict
 
 def _read_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
-    config = read_config_file(path)
-    if not isinstance(config, dict) or set(config) != _KEYS:
-        got = sorted(config) if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{file}: expected keys {sorted(_KEYS)}, got {got}")
-    if config["format"] != FORMAT or config["version"] != VERSION:
-        raise CheckpointError(f"{file}: format {config['format']!r} v{config['version']!r}; this code reads {FORMAT} v{VERSION}")
+    config = read_config_file(path, _KEYS, FORMAT, VERSION)
     chain = config["chain"]
-    if (
-        not isinstance(chain, list) or not 2 <= len(chain) <= 64
-        or not all(isinstance(n, str) and EXPERT_NAME.match(n) for n in chain) or len(set(chain)) != len(chain)
-    ):
+    if not distinct_names(chain, 2, 64):
         raise CheckpointError(f"{file}: chain must be 2-64 distinct expert names of [A-Za-z0-9_.-]")
 
     def number(v: Any) -> bool:

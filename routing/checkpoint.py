@@ -30,10 +30,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from safetensors.numpy import save_file
 
-from routing.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, read_config_file, read_weights_file
+from routing.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, distinct_names, read_config_file, read_weights_file
 from routing.features import RouterFeaturizer
 from routing.policy import choose_lambda_for_budget, choose_setting_for_accuracy, lambda_grid, lambda_settings, route
-from routing.replay_data import EXPERT_NAME
 from routing.router_base import BaseRouter
 from routing.routers import router_from_state
 
@@ -252,17 +251,9 @@ class RoutingPolicy:
 
 def _read_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
-    config = read_config_file(path)
-    if not isinstance(config, dict) or set(config) != _TOP_KEYS:
-        got = sorted(config) if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{file}: expected keys {sorted(_TOP_KEYS)}, got {got}")
-    if config["format"] != FORMAT or config["version"] != VERSION:
-        raise CheckpointError(f"{file}: format {config['format']!r} v{config['version']!r}; this code reads {FORMAT} v{VERSION}")
+    config = read_config_file(path, _TOP_KEYS, FORMAT, VERSION)
     names = config["expert_names"]
-    if (
-        not isinstance(names, list) or not 1 <= len(names) <= 1000
-        or not all(isinstance(n, str) and EXPERT_NAME.match(n) for n in names) or len(set(names)) != len(names)
-    ):
+    if not distinct_names(names, 1, 1000):
         raise CheckpointError(f"{file}: expert_names must be 1-1000 distinct names of [A-Za-z0-9_.-]")
     costs = config["costs"]
     if (

@@ -14,6 +14,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from routing.replay_data import EXPERT_NAME
+
 CONFIG_FILE = "router.json"
 WEIGHTS_FILE = "weights.safetensors"
 MAX_CONFIG_BYTES = 1 << 20
@@ -28,9 +30,29 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not allowed")
 
 
-def read_config_file(path: Path) -> Any:
+def read_config_file(path: Path, keys: set[str], fmt: str, version: int) -> dict[str, Any]:
     """The parsed router.json of a checkpoint directory, refusing what is missing, too
-    large, not JSON, or holds NaN / Infinity; its shape is the caller's to check."""
+    large, not JSON, holds NaN / Infinity, has other top-level keys than `keys`, or
+    another format or version; the values are the caller's to check."""
+    config = _parse(path)
+    file = path / CONFIG_FILE
+    if not isinstance(config, dict) or set(config) != keys:
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{file}: expected keys {sorted(keys)}, got {got}")
+    if config["format"] != fmt or config["version"] != version:
+        raise CheckpointError(f"{file}: format {config['format']!r} v{config['version']!r}; this code reads {fmt} v{version}")
+    return config
+
+
+def distinct_names(names: Any, lo: int, hi: int) -> bool:
+    """A list of lo..hi distinct expert names (letters, digits, . _ -)."""
+    return (
+        isinstance(names, list) and lo <= len(names) <= hi
+        and all(isinstance(n, str) and EXPERT_NAME.match(n) for n in names) and len(set(names)) == len(names)
+    )
+
+
+def _parse(path: Path) -> Any:
     file = path / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"{path}: not a router checkpoint ({CONFIG_FILE} missing)")
