@@ -78,7 +78,7 @@ def cascade_updates(plan: CascadePlan | LearnedCascadePlan, expert: str, batch: 
         out[c] = [(p or 0) + v for p, v in zip(prior[c], updates[c])]
     out["consulted"] = [f"{p}>{expert}" if p else expert for p in prior["consulted"]]
     if expert not in plan.stages:
-        if isinstance(plan, LearnedCascadePlan):
+        if isinstance(plan, LearnedCascadePlan) and not plan.final_only:
             return _final_choice(plan, prior["cascade_trail"], updates, out)
         return out  # the final expert: its answer, or its error, is the row's
     trails = _extend_trails(expert, plan.stages.index(expert), prior["cascade_trail"], updates)

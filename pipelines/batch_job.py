@@ -243,9 +243,11 @@ def cascade_plan(config: JobConfig) -> Optional[CascadePlan | LearnedCascadePlan
     if isinstance(config.router, CascadeRouter):
         return CascadePlan.from_spec(config.router)
     if isinstance(config.router, LearnedCascadeRouter):
-        from routing.cascade_checkpoint import load_learned_cascade
+        from routing.cascade_checkpoint import plan_from_spec
 
-        return load_learned_cascade(config.router.checkpoint, config.router.threshold)
+        plan = plan_from_spec(config.router)
+        log.info("router: learned cascade %s", plan.describe())
+        return plan
     return None
 
 
@@ -256,7 +258,8 @@ def expert_stage_order(config: JobConfig, plan: Optional[CascadePlan | LearnedCa
     cascade's experts come first in the order it asks them (stages, then the final
     expert), then any other expert (which a cascade never asks). `plan`: the job's
     `cascade_plan`, when the caller has built it already."""
-    plan = plan if plan is not None else cascade_plan(config)
+    if plan is None and isinstance(config.router, (CascadeRouter, LearnedCascadeRouter)):
+        plan = cascade_plan(config)
     if plan is None:
         return list(config.experts)
     first = plan.expert_names

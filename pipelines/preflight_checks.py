@@ -118,11 +118,11 @@ def _check_learned_cascade(router: LearnedCascadeRouter, expert_names: Sequence[
             "router.checkpoint: a learned cascade is read by the driver to order the expert stages; "
             "copy the checkpoint directory to a local path (it is a few KB) and point router.checkpoint there"
         )
-    from routing.cascade_checkpoint import checkpoint_format, load_learned_cascade
+    from routing.cascade_checkpoint import checkpoint_format, plan_from_spec
     from routing.checkpoint_files import CheckpointError
 
     try:
-        plan = load_learned_cascade(router.checkpoint, router.threshold)
+        plan = plan_from_spec(router)
     except CheckpointError as exc:
         hint = ""
         if checkpoint_format(router.checkpoint) == "routebatch-router":

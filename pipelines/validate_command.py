@@ -30,9 +30,9 @@ def _validate(args: argparse.Namespace) -> int:
 
         print(f"  router: cascade {describe_cascade(router.stages, router.final, router.agreement, router.quorum)}")
     elif router.kind == "learned-cascade":
-        from routing.cascade_checkpoint import load_learned_cascade
+        from routing.cascade_checkpoint import plan_from_spec
 
-        print(f"  router: learned cascade {load_learned_cascade(router.checkpoint, router.threshold).describe()}")
+        print(f"  router: learned cascade {plan_from_spec(router).describe()}")
     else:
         print(f"  router: {router.kind}")
     print(f"  output: {args.output or config.output.path}")

@@ -382,6 +382,21 @@ class LearnedCascadeRouter(_Strict):
         default=None, ge=0, le=1,
         description="Stop once an answer's predicted F1 is >= this; lower = cheaper. Default: the checkpoint's own.",
     )
+    budget_per_item: Optional[float] = Field(
+        default=None, gt=0, description="Or: the best threshold whose held-out mean cost per question fits this."
+    )
+    accuracy_target: Optional[float] = Field(
+        default=None, gt=0, le=1,
+        description="Or: the cheapest threshold certified to reach this share of the final expert's F1.",
+    )
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> "LearnedCascadeRouter":
+        chosen = [k for k in ("threshold", "budget_per_item", "accuracy_target") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of threshold, budget_per_item, accuracy_target (got {', '.join(chosen)})")
+        return self
 
 
 RouterSpec = Annotated[

@@ -39,6 +39,7 @@ from scipy.optimize import minimize
 from routing.answer_features import AnswerStats, answer_stats, candidate_features, n_features
 from routing.cascade import CascadeStep
 from routing.evaluation import CurvePoint, best_single, best_single_index, curve_point, headline, oracle, selection_score
+from routing.policy import choose_setting_for_accuracy
 from routing.replay_data import ReplaySet, grouped_folds
 
 KIND = "learned-cascade"
@@ -197,31 +198,29 @@ class LearnedCascade:
         self.thresholds_ = np.linspace(0.0, 1.0, self.n_thresholds)
         grid = [(ch, l2) for ch in chains for l2 in self.l2]
         self.train_final_f1_ = float(quality[final])
+        n = replay.n_questions
+        folds = grouped_folds(replay, self.seed)
+        # Out-of-fold outcomes of every setting: each question is decided by a model
+        # that never saw it (folds partition the questions).
+        oof = {key: self._out_of_fold(key, stats, f1, costs, names, folds, n) for key in grid}
+        cv = {
+            key: float(np.mean([selection_score(_headline(_mean_curve(oof[key], vi), f1[vi], costs, names)) for _, vi in folds]))
+            for key in grid
+        }
+        best_key = max(grid, key=lambda key: (cv[key], -grid.index(key)))
+        self.cv_score_ = cv[best_key]
         if len(grid) > 1:
-            folds = grouped_folds(replay, self.seed)
-            curves = {key: [self._fold_curve(key, stats, f1, costs, names, fi, vi) for fi, vi in folds] for key in grid}
-            cv = {key: float(np.mean([selection_score(_headline(c, f1[vi], costs, names)) for c, (_, vi) in zip(curves[key], folds)]))
-                  for key in grid}
-            best_key = max(grid, key=lambda key: (cv[key], -grid.index(key)))
-            self.cv_score_ = cv[best_key]
-            # The chosen setting's curve on held-out questions (folds partition the set):
-            # what `pick` reads, since the in-sample curve flatters every threshold.
-            sizes = np.array([len(vi) for _, vi in folds], dtype=np.float64)
-            self.train_curve_ = [
-                (float(np.dot(sizes, [c[t][0] for c in curves[best_key]]) / sizes.sum()),
-                 float(np.dot(sizes, [c[t][1] for c in curves[best_key]]) / sizes.sum()))
-                for t in range(len(self.thresholds_))
-            ]
             self.log(f"learned cascade: {len(grid)} (chain, l2) settings scored by inner CV; chose "
                      f"{'>'.join(names[j] for j in best_key[0])} l2={best_key[1]:g} ({self.cv_score_:+.3f})")
-        else:
-            best_key, self.cv_score_ = grid[0], None
         chain, l2 = best_key
+        # What `pick` and a job's budget or accuracy target are chosen from: the chosen
+        # setting's held-out outcomes, since the in-sample ones flatter every threshold.
+        self.oof_f1_, self.oof_cost_ = oof[best_key]
+        self.reference_f1_ = f1[:, final].copy()
+        self.train_curve_ = _mean_curve(oof[best_key], np.arange(n))
         self.expert_names_ = tuple(names)
         self.chain_ = chain
-        self.model_ = self._fit_model(chain, l2, stats, f1, costs, names, np.arange(replay.n_questions))
-        if self.cv_score_ is None:  # a fixed setting: only the in-sample curve exists
-            self.train_curve_ = self._curve(self.model_, _slice(stats, chain, None), f1[:, list(chain)])
+        self.model_ = self._fit_model(chain, l2, stats, f1, costs, names, np.arange(n))
         return self
 
     @staticmethod
@@ -230,21 +229,26 @@ class LearnedCascade:
         weights = fit_steps(s, f1[np.ix_(rows, list(chain))], l2)
         return LearnedCascadeModel(tuple(names[j] for j in chain), costs[list(chain)].astype(np.float64), tuple(weights), float(l2))
 
-    def _curve(self, model: LearnedCascadeModel, stats: AnswerStats, f1_chain: np.ndarray) -> list[tuple[float, float]]:
-        """(mean cost, mean F1) per threshold on questions whose chain F1 is known."""
+    def _outcomes(self, model: LearnedCascadeModel, stats: AnswerStats, f1_chain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, n) F1 and cost per threshold and question (no answer at all scores 0)."""
         scores = model.scores(stats)
         rows = np.arange(f1_chain.shape[0])
-        out = []
+        f1s, costs = [], []
         for theta in self.thresholds_:
             choice, paid = decide_chain(scores, model.costs, float(theta))
-            got = np.where(choice >= 0, f1_chain[rows, np.maximum(choice, 0)], 0.0)
-            out.append((float(paid.mean()), float(got.mean())))
-        return out
+            f1s.append(np.where(choice >= 0, f1_chain[rows, np.maximum(choice, 0)], 0.0))
+            costs.append(paid)
+        return np.stack(f1s), np.stack(costs)
 
-    def _fold_curve(self, key, stats, f1, costs, names, fit_rows, val_rows) -> list[tuple[float, float]]:
+    def _out_of_fold(self, key, stats, f1, costs, names, folds, n) -> tuple[np.ndarray, np.ndarray]:
         chain, l2 = key
-        model = self._fit_model(chain, l2, stats, f1, costs, names, fit_rows)
-        return self._curve(model, _slice(stats, chain, val_rows), f1[np.ix_(val_rows, list(chain))])
+        out_f1 = np.zeros((len(self.thresholds_), n))
+        out_cost = np.zeros((len(self.thresholds_), n))
+        for fit_rows, val_rows in folds:
+            model = self._fit_model(chain, l2, stats, f1, costs, names, fit_rows)
+            vf1, vcost = self._outcomes(model, _slice(stats, chain, val_rows), f1[np.ix_(val_rows, list(chain))])
+            out_f1[:, val_rows], out_cost[:, val_rows] = vf1, vcost
+        return out_f1, out_cost
 
     # -- using -----------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -300,6 +304,12 @@ class LearnedCascade:
         ]
 
 
+def _mean_curve(outcomes: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> list[tuple[float, float]]:
+    """(mean cost, mean F1) per threshold over some questions' outcomes."""
+    f1, cost = outcomes
+    return [(float(c), float(f)) for c, f in zip(cost[:, rows].mean(axis=1), f1[:, rows].mean(axis=1))]
+
+
 def _headline(curve: Sequence[tuple[float, float]], f1: np.ndarray, costs: np.ndarray, names: list[str]) -> dict:
     points = [CurvePoint(param=0.0, cost=c, f1=v, em=0.0) for c, v in curve]
     return headline(points, best_single(f1, costs, names), oracle(f1, f1, costs))
@@ -316,6 +326,59 @@ def _slice(stats: AnswerStats, chain: Sequence[int], rows: Optional[np.ndarray])
         empty=stats.empty[r][:, c],
         answered=stats.answered[r][:, c],
     )
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold a job runs at, and why; None: every question to the final expert."""
+
+    threshold: Optional[float]
+    description: str
+
+
+def choose_threshold(
+    thresholds: np.ndarray,
+    cal_f1: np.ndarray,
+    cal_cost: np.ndarray,
+    reference_f1: np.ndarray,
+    *,
+    budget_per_item: Optional[float] = None,
+    accuracy_target: Optional[float] = None,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ThresholdChoice:
+    """A threshold for a budget per question or an accuracy target, from held-out outcomes.
+
+    `cal_f1` / `cal_cost` are (T, n): what each threshold got on n calibration questions
+    (a checkpoint keeps the training set's out-of-fold outcomes); `reference_f1` is the
+    final expert's F1 there. Cost does not fall as the threshold rises (a higher bar
+    stops fewer questions at every step), so thresholds from 1 down are the dearest-first
+    order in which the accuracy target is tested, exactly as for lambda (see
+    `routing.policy.choose_setting_for_accuracy`): a target no threshold certifies sends
+    every question to the final expert. A budget takes the best held-out F1 among the
+    thresholds whose held-out mean cost fits, or the cheapest one when none does.
+    """
+    if (budget_per_item is None) == (accuracy_target is None):
+        raise ValueError("give exactly one of budget_per_item and accuracy_target")
+    mean_f1, mean_cost = cal_f1.mean(axis=1), cal_cost.mean(axis=1)
+    if budget_per_item is not None:
+        if budget_per_item <= 0:
+            raise ValueError("budget_per_item must be positive")
+        fits = [t for t in range(len(thresholds)) if mean_cost[t] <= budget_per_item + 1e-12]
+        if not fits:
+            t = int(np.argmin(mean_cost))
+            return ThresholdChoice(float(thresholds[t]), f"budget {budget_per_item:g} is below every threshold's "
+                                   f"held-out cost; the cheapest ({mean_cost[t]:.4g} per question) runs")
+        t = max(fits, key=lambda i: (mean_f1[i], -mean_cost[i]))
+        return ThresholdChoice(float(thresholds[t]), f"budget {budget_per_item:g}: held-out cost {mean_cost[t]:.4g}, F1 {mean_f1[t]:.4f}")
+    order = np.argsort(-np.asarray(thresholds), kind="stable")  # dearest first
+    choice = choose_setting_for_accuracy(cal_f1[order], reference_f1, accuracy_target, confidence, seed=seed)
+    if choice.index < 0:
+        return ThresholdChoice(None, f"accuracy {accuracy_target:g} @ {confidence:g} not certified on "
+                                     f"{len(reference_f1)} held-out questions: every question goes to the final expert")
+    t = int(order[choice.index])
+    return ThresholdChoice(float(thresholds[t]), f"accuracy {accuracy_target:g} @ {confidence:g}: lower bound "
+                                                 f"{choice.lower_bounds[choice.index]:.4f} >= {accuracy_target:g}")
 
 
 def check_weights(chain: Sequence[str], weights: Sequence[np.ndarray]) -> None:
@@ -345,19 +408,26 @@ class LearnedCascadePlan:
     `final_choice` picks among every answer the row paid for.
     """
 
-    def __init__(self, model: LearnedCascadeModel, threshold: float) -> None:
-        if not 0.0 <= threshold <= 1.0:
+    def __init__(self, model: LearnedCascadeModel, threshold: Optional[float], description: str = "") -> None:
+        """`threshold` None: every question goes straight to the final expert, whose
+        answer it keeps (what an accuracy target that cannot be certified asks for)."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
         check_weights(model.chain, model.weights)
         self.model = model
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)
         self.stages = model.chain[:-1]
         self.final = model.chain[-1]
         self.expert_names = list(model.chain)
+        self.description = description
+
+    @property
+    def final_only(self) -> bool:
+        return self.threshold is None
 
     def route(self, questions: Sequence[str], contexts: Sequence[str]) -> list[str]:
-        """Every question starts with the first expert of the chain."""
-        return [self.model.chain[0]] * len(questions)
+        """Every question starts with the first expert of the chain (or the final one)."""
+        return [self.final if self.final_only else self.model.chain[0]] * len(questions)
 
     def _scores(self, trails: Sequence[Sequence[Optional[str]]], k: int) -> np.ndarray:
         stats = answer_stats(trails, self.model.width)
@@ -396,4 +466,6 @@ class LearnedCascadePlan:
         return [int(b) if np.isfinite(t) else self.model.width - 1 for b, t in zip(best, top)]
 
     def describe(self) -> str:
-        return ">".join(self.model.chain) + f" (learned, threshold {self.threshold:g})"
+        chain = ">".join(self.model.chain)
+        how = f"{self.final} only" if self.final_only else f"threshold {self.threshold:g}"
+        return f"{chain} (learned, {how}" + (f"; {self.description})" if self.description else ")")

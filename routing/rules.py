@@ -72,9 +72,9 @@ def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRout
 
         return CascadePlan.from_spec(spec)
     if isinstance(spec, LearnedCascadeRouter):
-        from routing.cascade_checkpoint import load_learned_cascade
+        from routing.cascade_checkpoint import plan_from_spec
 
-        return load_learned_cascade(spec.checkpoint, spec.threshold)
+        return plan_from_spec(spec)
     from routing.checkpoint import RouterCheckpoint  # trained routers load torch; only when asked
 
     return RouterCheckpoint.load(spec.checkpoint).policy(

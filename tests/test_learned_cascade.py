@@ -10,7 +10,14 @@ import pytest
 from routing.answer_features import answer_stats, candidate_features, n_features
 from routing.cascade_checkpoint import load_learned_cascade, save_learned_cascade
 from routing.checkpoint_files import CheckpointError
-from routing.learned_cascade import LearnedCascade, LearnedCascadeModel, LearnedCascadePlan, decide_chain, fit_logistic
+from routing.learned_cascade import (
+    LearnedCascade,
+    LearnedCascadeModel,
+    LearnedCascadePlan,
+    choose_threshold,
+    decide_chain,
+    fit_logistic,
+)
 from routing.replay_data import load_replay
 from tests.router_data import write_replay
 
@@ -205,6 +212,9 @@ def test_tampered_checkpoints_are_refused(tmp_path):
         "dtype": (None, lambda t: {k: v.astype(np.float32) for k, v in t.items()}, "float64"),
         "shape": (None, lambda t: {**t, "step1": np.zeros(3)}, "weights must be"),
         "nan": (None, lambda t: {**t, "step1": np.full_like(t["step1"], np.nan)}, "finite"),
+        "cal_shape": (None, lambda t: {**t, "calibration.f1": t["calibration.f1"][:, :3]}, "calibration tensors"),
+        "cal_range": (None, lambda t: {**t, "calibration.f1": t["calibration.f1"] + 2.0}, "in range"),
+        "grid": (lambda c: c.update(thresholds=c["thresholds"][::-1]), None, "increasing"),
     }
     for name, (ej, et, match) in cases.items():
         with pytest.raises(CheckpointError, match=match):
@@ -245,3 +255,42 @@ def test_train_router_cli_writes_a_learned_cascade_the_job_config_loads(tmp_path
     # A second run does not silently replace it.
     assert main(["train-router", "--profile", str(data), "--output", str(out), "--router", "learned-cascade"]) != 0
     assert "already holds" in capsys.readouterr().err
+
+
+def test_choose_threshold_for_a_budget_or_an_accuracy_target():
+    thresholds = np.array([0.0, 0.5, 1.0])
+    # Three thresholds on four held-out questions: cheap and weak, middle, dear and as good as the reference.
+    f1 = np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    cost = np.array([[1.0] * 4, [2.0, 2.0, 6.0, 2.0], [6.0] * 4])
+    ref = np.ones(4)
+    assert choose_threshold(thresholds, f1, cost, ref, budget_per_item=3.0).threshold == 0.5
+    assert choose_threshold(thresholds, f1, cost, ref, budget_per_item=100.0).threshold == 1.0
+    low = choose_threshold(thresholds, f1, cost, ref, budget_per_item=0.5)
+    assert low.threshold == 0.0 and "below every threshold" in low.description
+    # Four questions cannot certify 0.9 of the reference: every question to the final expert.
+    assert choose_threshold(thresholds, f1, cost, ref, accuracy_target=0.9).threshold is None
+    # Many questions on which every threshold matches the reference: the cheapest certified one.
+    many = 400
+    good = np.ones((3, many))
+    choice = choose_threshold(thresholds, good, np.tile([[1.0], [2.0], [6.0]], many), np.ones(many), accuracy_target=0.95)
+    assert choice.threshold == 0.0 and "lower bound" in choice.description
+    with pytest.raises(ValueError, match="exactly one"):
+        choose_threshold(thresholds, f1, cost, ref)
+
+
+def test_a_checkpoint_turns_budgets_and_targets_into_thresholds(tmp_path):
+    lc = _fitted(tmp_path)
+    save_learned_cascade(lc, tmp_path / "ckpt", info={})
+    budget = 0.5 * (lc.oof_cost_.mean(axis=1).min() + lc.oof_cost_.mean(axis=1).max())
+    plan = load_learned_cascade(tmp_path / "ckpt", budget_per_item=budget)
+    expected = choose_threshold(lc.thresholds_, lc.oof_f1_, lc.oof_cost_, lc.reference_f1_, budget_per_item=budget)
+    assert plan.threshold == expected.threshold and plan.threshold is not None
+    assert "budget" in plan.describe()
+    # A target no threshold can certify: the final expert alone, asked first.
+    strict = load_learned_cascade(tmp_path / "ckpt", accuracy_target=1.0)
+    assert strict.final_only and strict.route(["q"], ["c"]) == ["F"] and "F only" in strict.describe()
+    with pytest.raises(ValueError, match="choose one"):
+        load_learned_cascade(tmp_path / "ckpt", 0.5, budget_per_item=1.0)
+    # The out-of-fold outcomes are what a model that never saw the question decided.
+    assert lc.oof_f1_.shape == (len(lc.thresholds_), 160) and np.all(lc.oof_cost_ >= 1.0)
+    assert [c for c, _ in lc.train_curve_] == pytest.approx(list(lc.oof_cost_.mean(axis=1)))

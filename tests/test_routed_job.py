@@ -191,6 +191,16 @@ def test_learned_cascade_router_answers_as_the_fitted_model_and_pays_for_every_e
     assert not any("bidaf" in r["consulted"] for r in rows.values())
     assert summary.total_cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows.values()))
 
+    # An accuracy target the held-out outcomes cannot certify: the final expert alone.
+    strict = cfg.model_copy(update={
+        "router": cfg.router.model_copy(update={"threshold": None, "accuracy_target": 1.0}),
+        "output": cfg.output.model_copy(update={"path": str(tmp_path / "strict")}),
+    })
+    run_job(strict, progress=False)
+    strict_rows = pq.read_table(tmp_path / "strict").to_pylist()
+    assert len(strict_rows) == len(gold)
+    assert all(r["expert"] == final and r["consulted"] == final and r["answer"] == recorded[final].get(r["id"]) for r in strict_rows)
+
 
 def test_learned_cascade_checkpoint_problems_fail_before_ray_starts(tmp_path):
     from pipelines.batch_job import preflight
@@ -216,3 +226,5 @@ def test_learned_cascade_checkpoint_problems_fail_before_ray_starts(tmp_path):
         preflight(config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "nowhere")}), str(tmp_path / "out"), False)
     with pytest.raises(ConfigError, match="threshold"):
         config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "router"), "threshold": 1.5})
+    with pytest.raises(ConfigError, match="choose one of threshold, budget_per_item, accuracy_target"):
+        config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "router"), "threshold": 0.5, "budget_per_item": 1.0})
