@@ -94,6 +94,15 @@ def answer_stats(trails: Sequence[Sequence[Optional[str]]], width: int) -> Answe
     return AnswerStats(agreement, contains, length, empty, answered)
 
 
+def _row_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the median of the values where mask holds (0 for a row with none)."""
+    v = np.sort(np.where(mask, values, np.inf), axis=1)
+    k = mask.sum(axis=1)
+    lo = np.take_along_axis(v, np.maximum((k - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(v, np.minimum(k // 2, v.shape[1] - 1)[:, None], axis=1)[:, 0]
+    return np.where(k > 0, (lo + hi) / 2, 0.0)
+
+
 def candidate_features(stats: AnswerStats, m: int, candidate: int) -> np.ndarray:
     """(n, n_features(width)) features of the answer at chain position `candidate`
     once positions 0..m-1 were asked (see the module docstring for the layout)."""
@@ -120,10 +129,7 @@ def candidate_features(stats: AnswerStats, m: int, candidate: int) -> np.ndarray
     shared[:, 4] = stats.empty[:, candidate]
     log_len = np.log1p(stats.length[:, :m])
     shared[:, 5] = log_len[:, candidate]
-    masked = np.where(asked, log_len, np.nan)
-    with np.errstate(all="ignore"):
-        median = np.nanmedian(np.where(asked.any(axis=1, keepdims=True), masked, 0.0), axis=1)
-    shared[:, 6] = log_len[:, candidate] - np.nan_to_num(median)
+    shared[:, 6] = log_len[:, candidate] - _row_median(log_len, asked)
     shared[:, 7] = 1.0
     X = np.hstack([position, agree, exact, shared])
     X[~me] = 0.0  # a missing answer is no candidate; callers mask it out of the choice

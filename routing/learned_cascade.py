@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 
 from routing.answer_features import AnswerStats, answer_stats, candidate_features, n_features
 from routing.cascade import CascadeStep
@@ -50,72 +49,118 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 100) -> np.ndarray:
     """Weights of a logistic regression on soft targets y in [0, 1] (cross-entropy plus
-    l2 * |w|^2 on every weight but the last, the bias). Deterministic (L-BFGS from 0)."""
+    l2 * |w|^2 on every weight but the last, the bias).
+
+    Newton's method with step halving, from zero: the problems here have a few dozen
+    features, so each step is one small linear solve, the result is the optimum to
+    machine precision, and it is deterministic."""
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise ValueError("X must be (n, d) and y (n,)")
     if not np.all((y >= 0) & (y <= 1)):
         raise ValueError("targets must lie in [0, 1]")
-    penal = np.ones(X.shape[1])
+    d = X.shape[1]
+    penal = np.ones(d)
     penal[-1] = 0.0
+    ridge = np.diag(2 * l2 * penal) + 1e-9 * np.eye(d)
 
-    def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+    def loss(w: np.ndarray) -> float:
+        z = X @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + l2 * np.sum(penal * w * w))
+
+    w = np.zeros(d)
+    f = loss(w)
+    for _ in range(max_iter):
         p = _sigmoid(X @ w)
-        eps = 1e-12
-        loss = -np.sum(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)) + l2 * np.sum(penal * w * w)
         grad = X.T @ (p - y) + 2 * l2 * penal * w
-        return float(loss), grad
+        hess = (X.T * (p * (1 - p))) @ X + ridge
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while True:
+            w_new = w - t * step
+            f_new = loss(w_new)
+            if f_new <= f + 1e-12 or t < 1e-6:
+                break
+            t *= 0.5
+        moved = float(np.max(np.abs(w_new - w)))
+        w, f = w_new, f_new
+        if moved < 1e-10:
+            break
+    return w
 
-    res = minimize(loss_grad, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return res.x
+
+def step_features(stats: AnswerStats, m: int) -> list[np.ndarray]:
+    """The feature matrix of every candidate position after m chain experts."""
+    return [candidate_features(stats, m, c) for c in range(m)]
+
+
+def scores_from_features(features: Sequence[np.ndarray], answered: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n, m) predicted F1 per candidate; -inf where the position gave no answer."""
+    out = np.full((answered.shape[0], len(features)), -np.inf)
+    for c, X in enumerate(features):
+        ok = answered[:, c]
+        out[ok, c] = _sigmoid(X[ok] @ weights)
+    return out
 
 
 def step_scores(stats: AnswerStats, m: int, weights: np.ndarray) -> np.ndarray:
     """(n, m) predicted F1 of each answer after m chain experts; -inf where there is none."""
-    out = np.full((stats.length.shape[0], m), -np.inf)
-    for c in range(m):
-        ok = stats.answered[:, c]
-        out[ok, c] = _sigmoid(candidate_features(stats, m, c)[ok] @ weights)
-    return out
+    return scores_from_features(step_features(stats, m), stats.answered, weights)
 
 
-def fit_steps(stats: AnswerStats, f1: np.ndarray, l2: float) -> list[np.ndarray]:
-    """One weight vector per step (after 1, 2, ..., width experts); `f1` is (n, width),
-    the chain experts' true F1 on the training questions."""
-    width = stats.width
-    weights = []
-    for m in range(1, width + 1):
-        X = np.vstack([candidate_features(stats, m, c)[stats.answered[:, c]] for c in range(m)])
+def step_designs(stats: AnswerStats, f1: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(X, y) per step (after 1, 2, ..., width experts): one row per answered candidate,
+    its true F1 as the target; `f1` is (n, width), the chain experts' F1."""
+    designs = []
+    for m in range(1, stats.width + 1):
+        feats = step_features(stats, m)
+        X = np.vstack([feats[c][stats.answered[:, c]] for c in range(m)])
         y = np.concatenate([f1[stats.answered[:, c], c] for c in range(m)])
         if len(y) == 0:
             raise ValueError("no answered question to fit a cascade step on")
-        weights.append(fit_logistic(X, y, l2))
-    return weights
+        designs.append((X, y))
+    return designs
+
+
+def fit_steps(stats: AnswerStats, f1: np.ndarray, l2: float) -> list[np.ndarray]:
+    """One weight vector per step, fitted on `step_designs`."""
+    return [fit_logistic(X, y, l2) for X, y in step_designs(stats, f1)]
+
+
+def decide_thresholds(
+    scores: Sequence[np.ndarray], step_costs: np.ndarray, thresholds: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, n) chain position answering and cost paid, per threshold and question.
+
+    `scores[m-1]` is what `step_scores` gives after m experts; `step_costs` the chain's
+    costs. A question stops at the first step before the last whose best score is
+    >= the threshold, else after the last step, where the best-scoring answer of all is
+    returned. A question with no answer at all after the last expert gets position -1.
+    The best answer of each step does not depend on the threshold, so every threshold
+    is decided at once.
+    """
+    width = len(scores)
+    n = scores[0].shape[0]
+    rows = np.arange(n)
+    best = np.stack([np.argmax(s, axis=1) for s in scores])  # (width, n)
+    top = np.stack([s[rows, b] for s, b in zip(scores, best)])
+    theta = np.asarray(thresholds, dtype=np.float64)[:, None]
+    stop_at = np.full((len(theta), n), width - 1)
+    for m in reversed(range(width - 1)):  # the earliest step that trusts an answer wins
+        trusted = np.isfinite(top[m]) & (top[m] >= theta)
+        stop_at = np.where(trusted, m, stop_at)
+    choice = np.where(np.isfinite(top[stop_at, rows]), best[stop_at, rows], -1)
+    paid = np.cumsum(step_costs)[stop_at]
+    return choice, paid
 
 
 def decide_chain(
     scores: Sequence[np.ndarray], step_costs: np.ndarray, theta: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(chain position answering, cost paid) per question for one threshold.
-
-    `scores[m-1]` is what `step_scores` gives after m experts; `step_costs` the chain's
-    costs. A question with no answer at all after the last expert gets position -1.
-    """
-    width = len(scores)
-    n = scores[0].shape[0]
-    choice = np.full(n, -1, dtype=np.int64)
-    paid = np.zeros(n)
-    open_ = np.ones(n, dtype=bool)
-    for m in range(1, width + 1):
-        paid[open_] += step_costs[m - 1]
-        s = scores[m - 1]
-        best = np.argmax(s, axis=1)
-        top = s[np.arange(n), best]
-        stop = open_ & (np.isfinite(top) & (top >= theta) if m < width else True)
-        choice[stop] = np.where(np.isfinite(top[stop]), best[stop], -1)
-        open_ &= ~stop
-    return choice, paid
+    """`decide_thresholds` for one threshold: (position, cost) per question."""
+    choice, paid = decide_thresholds(scores, step_costs, [theta])
+    return choice[0], paid[0]
 
 
 @dataclass(frozen=True)
@@ -202,7 +247,10 @@ class LearnedCascade:
         folds = grouped_folds(replay, self.seed)
         # Out-of-fold outcomes of every setting: each question is decided by a model
         # that never saw it (folds partition the questions).
-        oof = {key: self._out_of_fold(key, stats, f1, costs, names, folds, n) for key in grid}
+        oof: dict = {}
+        for chain in chains:
+            for l2, outcome in self._out_of_fold(chain, stats, f1, costs, folds, n).items():
+                oof[(chain, l2)] = outcome
         cv = {
             key: float(np.mean([selection_score(_headline(_mean_curve(oof[key], vi), f1[vi], costs, names)) for _, vi in folds]))
             for key in grid
@@ -229,26 +277,27 @@ class LearnedCascade:
         weights = fit_steps(s, f1[np.ix_(rows, list(chain))], l2)
         return LearnedCascadeModel(tuple(names[j] for j in chain), costs[list(chain)].astype(np.float64), tuple(weights), float(l2))
 
-    def _outcomes(self, model: LearnedCascadeModel, stats: AnswerStats, f1_chain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _outcomes(self, scores: Sequence[np.ndarray], step_costs: np.ndarray, f1_chain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(T, n) F1 and cost per threshold and question (no answer at all scores 0)."""
-        scores = model.scores(stats)
+        choice, paid = decide_thresholds(scores, step_costs, self.thresholds_)
         rows = np.arange(f1_chain.shape[0])
-        f1s, costs = [], []
-        for theta in self.thresholds_:
-            choice, paid = decide_chain(scores, model.costs, float(theta))
-            f1s.append(np.where(choice >= 0, f1_chain[rows, np.maximum(choice, 0)], 0.0))
-            costs.append(paid)
-        return np.stack(f1s), np.stack(costs)
+        return np.where(choice >= 0, f1_chain[rows, np.maximum(choice, 0)], 0.0), paid
 
-    def _out_of_fold(self, key, stats, f1, costs, names, folds, n) -> tuple[np.ndarray, np.ndarray]:
-        chain, l2 = key
-        out_f1 = np.zeros((len(self.thresholds_), n))
-        out_cost = np.zeros((len(self.thresholds_), n))
+    def _out_of_fold(self, chain, stats, f1, costs, folds, n) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """Per l2, every threshold's out-of-fold F1 and cost on every question. The
+        features of a fold do not depend on l2, so they are built once per fold."""
+        cols = list(chain)
+        out = {l2: (np.zeros((len(self.thresholds_), n)), np.zeros((len(self.thresholds_), n))) for l2 in self.l2}
         for fit_rows, val_rows in folds:
-            model = self._fit_model(chain, l2, stats, f1, costs, names, fit_rows)
-            vf1, vcost = self._outcomes(model, _slice(stats, chain, val_rows), f1[np.ix_(val_rows, list(chain))])
-            out_f1[:, val_rows], out_cost[:, val_rows] = vf1, vcost
-        return out_f1, out_cost
+            designs = step_designs(_slice(stats, chain, fit_rows), f1[np.ix_(fit_rows, cols)])
+            val = _slice(stats, chain, val_rows)
+            val_features = [step_features(val, m) for m in range(1, len(chain) + 1)]
+            for l2 in self.l2:
+                weights = [fit_logistic(X, y, l2) for X, y in designs]
+                scores = [scores_from_features(feats, val.answered, w) for feats, w in zip(val_features, weights)]
+                vf1, vcost = self._outcomes(scores, costs[cols], f1[np.ix_(val_rows, cols)])
+                out[l2][0][:, val_rows], out[l2][1][:, val_rows] = vf1, vcost
+        return out
 
     # -- using -----------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -282,16 +331,10 @@ class LearnedCascade:
         idx = np.array([replay.expert_names.index(c) for c in self.model_.chain])
         scores = self.model_.scores(answer_stats(self.trails(replay), self.model_.width))
         f1 = np.nan_to_num(replay.f1, nan=0.0)
-        rows = np.arange(replay.n_questions)
-        choices, f1s, paids = [], [], []
-        for theta in self.thresholds_:
-            pos, paid = decide_chain(scores, self.model_.costs, float(theta))
-            # No answer at all (every chain expert failed): charged as the final expert's.
-            chosen = np.where(pos >= 0, idx[np.maximum(pos, 0)], idx[-1])
-            choices.append(chosen)
-            f1s.append(f1[rows, chosen])
-            paids.append(paid)
-        return np.stack(choices), np.stack(f1s), np.stack(paids)
+        pos, paid = decide_thresholds(scores, self.model_.costs, self.thresholds_)
+        # No answer at all (every chain expert failed): charged as the final expert's.
+        chosen = np.where(pos >= 0, idx[np.maximum(pos, 0)], idx[-1])
+        return chosen, f1[np.arange(replay.n_questions)[None, :], chosen], paid
 
     def sweep(self, replay: ReplaySet, settings: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> list[CurvePoint]:
         choices, _, paids = settings if settings is not None else self.settings(replay)
