@@ -215,6 +215,9 @@ class LearnedCascade:
     # -- fitting ---------------------------------------------------------------------
     def _chains(self, names: list[str], costs: np.ndarray, final: int) -> list[tuple[int, ...]]:
         if self.chain is not None:
+            unknown = [c for c in self.chain if c not in names]
+            if unknown:
+                raise ValueError(f"chain names expert(s) {unknown} that the replay data does not have (it has {names})")
             idx = tuple(names.index(c) for c in self.chain)
             if len(set(idx)) != len(idx) or len(idx) < 2:
                 raise ValueError("a learned cascade chain needs at least two distinct experts")

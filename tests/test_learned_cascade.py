@@ -140,7 +140,7 @@ def test_fixed_chain_must_be_real_experts(tmp_path):
     train = load_replay(_synthetic(tmp_path / "train"))
     with pytest.raises(ValueError, match="at least two"):
         LearnedCascade(chain=["F"]).fit(train)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expert\(s\) \['nope'\]"):
         LearnedCascade(chain=["A", "nope"]).fit(train)
 
 
