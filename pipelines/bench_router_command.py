@@ -89,6 +89,7 @@ def _learned_cascade_lines(setting: Optional[dict], train: str) -> list[str]:
         f"  test cost {setting['test_cost']:.2f}, F1 {setting['test_f1']:.4f} (train CV cost {setting['train_cost']:.2f}, F1 {setting['train_f1']:.4f})",
         f"  to run it:  routebatch train-router --profile {train} --router learned-cascade --output ROUTER_DIR",
         f"  in a job config:  router: {{kind: learned-cascade, checkpoint: ROUTER_DIR, threshold: {setting['threshold']:g}}}",
+        "  (or accuracy_target: 0.95 / budget_per_item: B instead of threshold: calibrated on the profile's held-out outcomes)",
     ]
 
 
