@@ -292,6 +292,14 @@ class RuleRouter(_Strict):
     default: str
 
 
+def _at_most_one(spec: BaseModel, fields: tuple[str, ...]):
+    """A router section may set at most one of `fields` (ways to choose its operating point)."""
+    chosen = [k for k in fields if getattr(spec, k) is not None]
+    if len(chosen) > 1:
+        raise ValueError(f"choose one of {', '.join(fields)} (got {', '.join(chosen)})")
+    return spec
+
+
 class CheckpointRouter(_Strict):
     kind: Literal["checkpoint"]
     checkpoint: str = Field(description="Directory written by `routebatch train-router`.")
@@ -304,10 +312,7 @@ class CheckpointRouter(_Strict):
 
     @model_validator(mode="after")
     def _one_policy(self) -> "CheckpointRouter":
-        chosen = [k for k in ("budget_per_item", "accuracy_target", "lam") if getattr(self, k) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"choose one of budget_per_item, accuracy_target, lam (got {', '.join(chosen)})")
-        return self
+        return _at_most_one(self, ("budget_per_item", "accuracy_target", "lam"))
 
 
 class CascadeRouter(_Strict):
@@ -393,10 +398,7 @@ class LearnedCascadeRouter(_Strict):
 
     @model_validator(mode="after")
     def _one_choice(self) -> "LearnedCascadeRouter":
-        chosen = [k for k in ("threshold", "budget_per_item", "accuracy_target") if getattr(self, k) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"choose one of threshold, budget_per_item, accuracy_target (got {', '.join(chosen)})")
-        return self
+        return _at_most_one(self, ("threshold", "budget_per_item", "accuracy_target"))
 
 
 RouterSpec = Annotated[
