@@ -116,7 +116,7 @@ def _check_learned_cascade(router: LearnedCascadeRouter, expert_names: Sequence[
     if is_s3(router.checkpoint):
         raise ConfigError(
             "router.checkpoint: a learned cascade is read by the driver to order the expert stages; "
-            "copy the checkpoint directory to a local path (it is a few KB) and point router.checkpoint there"
+            "copy the checkpoint directory (two small files) to a local path and point router.checkpoint there"
         )
     from routing.cascade_checkpoint import checkpoint_format, plan_from_spec
     from routing.checkpoint_files import CheckpointError

@@ -47,7 +47,7 @@ from routing.evaluation import (
 from routing.features import RouterFeaturizer
 from routing.learned_cascade import LearnedCascade
 from routing.policy import choose_setting_for_accuracy, lambda_grid, lambda_settings, sweep
-from routing.replay_data import ReplaySet, grouped_folds, load_replay
+from routing.replay_data import ReplaySet, grouped_folds, load_scored_replay
 from routing.routers import make_router
 
 PRE_ANSWER = ("l2d", "trunk")
@@ -300,10 +300,8 @@ def run_benchmark(
 ) -> dict:
     """Fit on train_dir, evaluate on test_dir; returns the JSON-able report."""
     s = settings
-    train = load_replay(train_dir, covered_only=s.covered_only)
-    test = load_replay(test_dir, covered_only=s.covered_only)
-    if not s.covered_only:
-        train, test = train.uncovered_as_wrong(), test.uncovered_as_wrong()
+    train = load_scored_replay(train_dir, covered_only=s.covered_only)
+    test = load_scored_replay(test_dir, covered_only=s.covered_only)
     if train.expert_names != test.expert_names or not np.allclose(train.costs, test.costs):
         raise ValueError("train and test must list the same experts at the same costs")
     if train.n_questions < 4 or test.n_questions < 4:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -41,7 +41,6 @@ from routing.evaluation import CurvePoint, best_single, best_single_index, curve
 from routing.policy import choose_setting_for_accuracy
 from routing.replay_data import ReplaySet, grouped_folds
 
-KIND = "learned-cascade"
 DEFAULT_L2: tuple[float, ...] = (0.3, 1.0, 3.0)
 
 
@@ -128,6 +127,18 @@ def fit_steps(stats: AnswerStats, f1: np.ndarray, l2: float) -> list[np.ndarray]
     return [fit_logistic(X, y, l2) for X, y in step_designs(stats, f1)]
 
 
+def best_answers(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, score) of each row's best-scoring answer; the score is -inf for a row
+    with no answer at all."""
+    best = np.argmax(scores, axis=1)
+    return best, scores[np.arange(scores.shape[0]), best]
+
+
+def trusted(top: np.ndarray, theta: np.ndarray | float) -> np.ndarray:
+    """The stop rule: a row stops once its best answer's score reaches the threshold."""
+    return np.isfinite(top) & (top >= theta)
+
+
 def decide_thresholds(
     scores: Sequence[np.ndarray], step_costs: np.ndarray, thresholds: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -143,13 +154,11 @@ def decide_thresholds(
     width = len(scores)
     n = scores[0].shape[0]
     rows = np.arange(n)
-    best = np.stack([np.argmax(s, axis=1) for s in scores])  # (width, n)
-    top = np.stack([s[rows, b] for s, b in zip(scores, best)])
+    best, top = (np.stack(a) for a in zip(*(best_answers(s) for s in scores)))  # (width, n) each
     theta = np.asarray(thresholds, dtype=np.float64)[:, None]
     stop_at = np.full((len(theta), n), width - 1)
     for m in reversed(range(width - 1)):  # the earliest step that trusts an answer wins
-        trusted = np.isfinite(top[m]) & (top[m] >= theta)
-        stop_at = np.where(trusted, m, stop_at)
+        stop_at = np.where(trusted(top[m], theta), m, stop_at)
     choice = np.where(np.isfinite(top[stop_at, rows]), best[stop_at, rows], -1)
     paid = np.cumsum(step_costs)[stop_at]
     return choice, paid
@@ -239,13 +248,11 @@ class LearnedCascade:
         names = list(replay.expert_names)
         costs = replay.costs
         f1 = np.nan_to_num(replay.f1, nan=0.0)
-        quality = f1.mean(axis=0)
-        final = names.index(self.final) if self.final else best_single_index(quality, costs)
+        final = names.index(self.final) if self.final else best_single_index(f1.mean(axis=0), costs)
         chains = self._chains(names, costs, final)
         stats = answer_stats(replay.answers, len(names))  # every expert; chains take slices
         self.thresholds_ = np.linspace(0.0, 1.0, self.n_thresholds)
         grid = [(ch, l2) for ch in chains for l2 in self.l2]
-        self.train_final_f1_ = float(quality[final])
         n = replay.n_questions
         folds = grouped_folds(replay, self.seed)
         # Out-of-fold outcomes of every setting: each question is decided by a model
@@ -270,7 +277,6 @@ class LearnedCascade:
         self.reference_f1_ = f1[:, final].copy()
         self.train_curve_ = _mean_curve(oof[best_key], np.arange(n))
         self.expert_names_ = tuple(names)
-        self.chain_ = chain
         self.model_ = self._fit_model(chain, l2, stats, f1, costs, names, np.arange(n))
         return self
 
@@ -316,7 +322,8 @@ class LearnedCascade:
         """Index of the threshold to run: the cheapest whose training F1 is within
         `tolerance` of the final expert alone, or the best-scoring one if none is."""
         self._check_fitted()
-        ok = [i for i, (_, f) in enumerate(self.train_curve_) if f >= self.train_final_f1_ - tolerance - 1e-12]
+        final_f1 = float(self.reference_f1_.mean())
+        ok = [i for i, (_, f) in enumerate(self.train_curve_) if f >= final_f1 - tolerance - 1e-12]
         if not ok:
             return int(np.argmax([f for _, f in self.train_curve_]))
         return min(ok, key=lambda i: (self.train_curve_[i][0], i))
@@ -437,13 +444,6 @@ def check_weights(chain: Sequence[str], weights: Sequence[np.ndarray]) -> None:
             raise ValueError(f"step {m}: weights must be {d} finite numbers")
 
 
-def model_state(model: LearnedCascadeModel, threshold: float, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    config = {"chain": list(model.chain), "costs": [float(c) for c in model.costs], "l2": model.l2,
-              "threshold": float(threshold), "info": info}
-    tensors = {f"step{m}": w.astype(np.float64) for m, w in enumerate(model.weights, start=1)}
-    return config, tensors
-
-
 class LearnedCascadePlan:
     """A fitted learned cascade by expert names, decided one expert at a time.
 
@@ -488,11 +488,10 @@ class LearnedCascadePlan:
                 raise ValueError(f"a learned cascade trail after a stage holds 1 to {self.model.width - 1} answers, got {len(trail)}")
             by_length.setdefault(len(trail), []).append(i)
         for k, rows in by_length.items():
-            scores = self._scores([trails[i] for i in rows], k)
-            best = np.argmax(scores, axis=1)
-            top = scores[np.arange(len(rows)), best]
+            best, top = best_answers(self._scores([trails[i] for i in rows], k))
+            stop = trusted(top, self.threshold)
             for j, i in enumerate(rows):
-                if np.isfinite(top[j]) and top[j] >= self.threshold:
+                if stop[j]:
                     out[i] = CascadeStep(self.model.chain[best[j]], True, int(best[j]))
                 else:
                     out[i] = CascadeStep(self.model.chain[k], False)
@@ -506,9 +505,7 @@ class LearnedCascadePlan:
                 raise ValueError(f"a complete learned cascade trail holds {self.model.width} answers, got {len(trail)}")
         if not trails:
             return []
-        scores = self._scores(trails, self.model.width)
-        best = np.argmax(scores, axis=1)
-        top = scores[np.arange(len(trails)), best]
+        best, top = best_answers(self._scores(trails, self.model.width))
         return [int(b) if np.isfinite(t) else self.model.width - 1 for b, t in zip(best, top)]
 
     def describe(self) -> str:

@@ -197,6 +197,14 @@ def load_replay(path: str | Path, *, covered_only: bool = True) -> ReplaySet:
     return replay.covered_only() if covered_only else replay
 
 
+def load_scored_replay(path: str | Path, *, covered_only: bool = True) -> ReplaySet:
+    """What routers train and are judged on: the questions every expert covers, or, with
+    `covered_only=False`, every question with uncovered cells counted as wrong
+    (`ReplaySet.uncovered_as_wrong`)."""
+    replay = load_replay(path, covered_only=covered_only)
+    return replay if covered_only else replay.uncovered_as_wrong()
+
+
 def _slug(title: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", title).strip("._")
     return slug or "untitled"

@@ -19,7 +19,7 @@ from routing.checkpoint import RouterCheckpoint
 from routing.evaluation import best_single_index, upper_hull
 from routing.features import RouterFeaturizer
 from routing.learned_cascade import LearnedCascade
-from routing.replay_data import load_replay
+from routing.replay_data import load_scored_replay
 from routing.routers import make_router
 
 TRAINABLE = ("l2d", "trunk", "knn")
@@ -41,9 +41,7 @@ def train_router_checkpoint(
         raise ValueError(f"router kind must be one of {TRAINABLE}, got {kind!r}")
     if not 0 < calibration_fraction < 1:
         raise ValueError("calibration_fraction must lie strictly between 0 and 1")
-    replay = load_replay(profile_dir, covered_only=covered_only)
-    if not covered_only:
-        replay = replay.uncovered_as_wrong()
+    replay = load_scored_replay(profile_dir, covered_only=covered_only)
     n = replay.n_questions
     n_cal = int(round(n * calibration_fraction))
     if n_cal < 2 or n - n_cal < 4:
@@ -99,9 +97,7 @@ def train_learned_cascade(
     No calibration split: the chain, the regularisation and the default threshold are
     all chosen by cross-validation inside the directory (`LearnedCascade.fit`), and the
     threshold's cross-validated cost and F1 are what `info` reports."""
-    replay = load_replay(profile_dir, covered_only=covered_only)
-    if not covered_only:
-        replay = replay.uncovered_as_wrong()
+    replay = load_scored_replay(profile_dir, covered_only=covered_only)
     fitted = LearnedCascade(seed=seed, log=log).fit(replay)
     pick = fitted.pick()
     cost, f1 = fitted.train_curve_[pick]
