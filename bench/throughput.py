@@ -14,7 +14,7 @@ Why it is built this way:
   Ray's start-up and shut-down are inside the figure, as they are for a user. Ray's
   fixed costs are also measured on their own (an empty `ray.init`/`shutdown`, and the
   whole job on one batch of rows), so they can be told apart from per-row costs.
-* All runs answer the same questions (the 950 questions of ../shared/data/squad_replay,
+* All runs answer the same questions (the 950 questions of data/squad_replay,
   copied K times under new ids) with the same routing decisions: a rule router on
   context length whose thresholds are computed once here, and which the direct loop
   and routebatch both apply through `routing.rules` (the direct loop's decisions are
@@ -58,7 +58,7 @@ _T0 = time.perf_counter()  # child runs are timed from here: before torch, Ray o
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-QUESTIONS = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "squad_replay" / "questions.json"
+QUESTIONS = Path(os.environ.get("ROUTEBATCH_DATA", REPO / "data")) / "squad_replay" / "questions.json"
 
 # name -> (layers, hidden, heads); intermediate = 4 x hidden, as in BERT.
 MODELS = {"small": (2, 64, 2), "medium": (4, 128, 4), "large": (8, 128, 4)}

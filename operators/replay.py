@@ -1,7 +1,7 @@
 """The replay expert: answers from predictions a real system recorded earlier.
 
 It lets routing be developed and measured on real expert behaviour (the SQuAD
-leaderboard systems in ../shared/data/squad_replay) without running those models.
+leaderboard systems in data/squad_replay) without running those models.
 """
 
 from __future__ import annotations

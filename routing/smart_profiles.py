@@ -1,6 +1,6 @@
 """The SMART paper's published profiling figures, and what each model costs per item.
 
-`smart_profiles.csv` (see shared/data/README.md) lists, per dataset and model, the
+`smart_profiles.csv` (see data/README.md) lists, per dataset and model, the
 tokens and the cost of 100 profiled items and the model's conformity with GPT-4. The
 simulation needs a cost per item; we derive it from the tokens and the per-1k-token
 prices the paper used rather than trusting the `cost` column, and keep the column as a

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The team's reference data lives beside the checkout (CI clones with shared/ beside it).
-SHARED_DATA = Path(os.environ.get("ROUTEBATCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# The reference data ships in the repository (data/README.md); ROUTEBATCH_DATA may point
+# at another copy of the same layout.
+REFERENCE_DATA = Path(os.environ.get("ROUTEBATCH_DATA", REPO_ROOT / "data"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,15 +18,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "squad_replay" / "questions.json").exists():
-        pytest.fail(f"reference data not found at {SHARED_DATA}; set ROUTEBATCH_SHARED_DATA")
-    return SHARED_DATA
+def reference_data() -> Path:
+    if not (REFERENCE_DATA / "squad_replay" / "questions.json").exists():
+        pytest.fail(f"reference data not found at {REFERENCE_DATA}; it ships in data/ (or set ROUTEBATCH_DATA)")
+    return REFERENCE_DATA
 
 
 @pytest.fixture(scope="session")
-def squad_replay_dir(shared_data: Path) -> Path:
-    return shared_data / "squad_replay"
+def squad_replay_dir(reference_data: Path) -> Path:
+    return reference_data / "squad_replay"
+
+
+@pytest.fixture(scope="session")
+def squad_replay_large_dir(reference_data: Path) -> Path:
+    return reference_data / "squad_replay_large"
 
 
 @pytest.fixture(scope="session")

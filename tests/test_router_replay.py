@@ -51,7 +51,7 @@ def test_uncovered_cells_can_count_as_wrong(tmp_path):
     assert rs.f1[2, 2] == 1.0  # the expert that did abstain keeps its credit
 
 
-def test_shared_replay_counts(squad_replay_dir):
+def test_reference_replay_counts(squad_replay_dir):
     full = load_replay(squad_replay_dir, covered_only=False)
     covered = load_replay(squad_replay_dir)
     assert full.n_questions == 950 and covered.n_questions == 473
@@ -96,7 +96,7 @@ def test_split_by_article_writes_leave_one_out_folds(tmp_path):
         split_replay_by_article(src, tmp_path / "folds")
 
 
-def test_split_replay_cli_on_shared_data(squad_replay_dir, tmp_path, capsys):
+def test_split_replay_cli_on_reference_data(squad_replay_dir, tmp_path, capsys):
     code = main(["split-replay", str(squad_replay_dir), "--by-article", "--output", str(tmp_path / "f")])
     assert code == 0
     tests = Counter()

@@ -23,8 +23,8 @@ from routing.smart_sim import (
 
 
 @pytest.fixture(scope="module")
-def profiles_path(shared_data: Path) -> Path:
-    return shared_data / "smart_profiles.csv"
+def profiles_path(reference_data: Path) -> Path:
+    return reference_data / "smart_profiles.csv"
 
 
 @pytest.fixture(scope="module")
