@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from operators.schema import WORK_SCHEMA, empty_row, rows_to_table
 from routing.config import ColumnMapping
+from routing.storage import strip_bom
 from routing.validation import INVALID_INPUT, check_row
 
 
@@ -39,7 +40,7 @@ def _row(values: dict, columns: ColumnMapping, source: str, run_id: str) -> dict
 
 def parse_jsonl(data: bytes, path: str, columns: ColumnMapping, run_id: str) -> list[dict]:
     rows = []
-    for line_no, raw in enumerate(data.splitlines(), start=1):
+    for line_no, raw in enumerate(strip_bom(data).splitlines(), start=1):
         if not raw.strip():
             continue  # blank lines are not rows, in JSONL as in every JSON-lines reader
         source = f"{path}:{line_no}"
@@ -68,7 +69,7 @@ class UnreadableFile(ValueError):
 def parse_squad(data: bytes, path: str, run_id: str) -> list[dict]:
     """Rows from a SQuAD v1.1/v2.0 document. Columns are fixed by the format."""
     try:
-        doc = json.loads(data)
+        doc = json.loads(strip_bom(data))
     except _JSON_FAILURES as exc:
         raise UnreadableFile(f"not valid SQuAD JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):

@@ -31,7 +31,7 @@ from pipelines.resources import plan_resources
 from routing.config import ConfigError, JobConfig
 from routing.profiling_policy import AdaptiveProfiler
 from routing.squad import exact_match, iter_squad, score_one
-from routing.storage import join, read_bytes, write_bytes
+from routing.storage import join, read_bytes, strip_bom, write_bytes
 
 log = logging.getLogger("routebatch")
 
@@ -71,7 +71,7 @@ def gold_answers(config: JobConfig) -> dict[str, tuple[str, ...]]:
     gold: dict[str, tuple[str, ...]] = {}
     for path in files.paths:
         try:
-            doc = json.loads(read_bytes(files.uri(path)))
+            doc = json.loads(strip_bom(read_bytes(files.uri(path))))
             for q in iter_squad(doc):
                 gold[q.id] = () if q.is_impossible else q.answers
         except (ValueError, KeyError, TypeError):

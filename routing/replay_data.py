@@ -114,7 +114,7 @@ class ReplaySet:
 
 def _read_json(path: Path) -> object:
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a leading byte-order mark is not JSON
             return json.load(fh)
     except FileNotFoundError:
         raise ReplayDataError(f"{path}: missing") from None

@@ -92,7 +92,8 @@ def iter_squad(doc: Mapping) -> Iterator[SquadQuestion]:
 
 
 def load_squad(path: str | Path) -> list[SquadQuestion]:
-    with open(path, encoding="utf-8") as fh:
+    # utf-8-sig: a file saved by a Windows tool starts with a byte-order mark that is not text.
+    with open(path, encoding="utf-8-sig") as fh:
         return list(iter_squad(json.load(fh)))
 
 

@@ -44,6 +44,19 @@ def filesystem_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def strip_bom(data: bytes) -> bytes:
+    """`data` without a UTF-8 byte-order mark at its very start.
+
+    Windows tools (Notepad, Excel, PowerShell's Out-File) start UTF-8 files with EF BB BF.
+    It marks the encoding and is not text, so every reader of input files drops it
+    before parsing; a BOM anywhere else is a character (U+FEFF) and stays.
+    """
+    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem_and_path(uri)
     with fs.open_input_stream(path) as fh:

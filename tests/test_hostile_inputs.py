@@ -24,6 +24,7 @@ from operators.schema import error_kind
 from pipelines import exit_codes
 from pipelines.batch_job import run_job
 from routing.config import parse_config
+from routing.storage import UTF8_BOM
 
 pytestmark = pytest.mark.ray
 
@@ -105,6 +106,9 @@ def jsonl_corpus() -> tuple[list[Line], list[Line], dict[str, str]]:
         Line(_json({"id": f"s{i}", "question": f"Where is item {i}?", "context": _context(i)}), None, id=f"s{i}") for i in range(5)
     ]
     small.append(Line(_json({"id": "g2", "question": "From another file?", "context": "c"}), "duplicate_id", "appeared earlier", id="g2"))
+    # A byte-order mark is skipped only at the very start of a file (b.jsonl starts with
+    # one); at the start of any other line it is a character, and that line is no JSON.
+    small.append(Line(UTF8_BOM + _json({"id": "s-bom", "question": "Where?", "context": "c"}), "invalid_input", "not valid JSON"))
     recorded = {line.id: f"hall {i % 7}" for i, line in enumerate(big + small) if line.id and line.id not in ("unrecorded",)}
     return big, small, recorded
 
@@ -148,7 +152,9 @@ def test_jsonl_corpus_with_every_kind_of_bad_row(local_ray, tmp_path, tiny_qa_mo
     # Blank lines are not rows (as in every JSON-lines reader), and must not shift the
     # line numbers in `source`.
     (src / "a.jsonl").write_bytes(b"\n".join(line.raw for line in big[:10]) + b"\n\n  \n" + b"\n".join(line.raw for line in big[10:]) + b"\n")
-    (src / "b.jsonl").write_bytes(b"\r\n".join(line.raw for line in small))
+    # b.jsonl as a Windows tool writes it: a UTF-8 byte-order mark, then CRLF lines. Its
+    # first row must be answered and keep line number 1.
+    (src / "b.jsonl").write_bytes(UTF8_BOM + b"\r\n".join(line.raw for line in small))
     (tmp_path / "recorded.json").write_text(json.dumps(recorded))
     expected = {f"{src / 'a.jsonl'}:{n}": line for n, line in zip(list(range(1, 11)) + list(range(13, 13 + len(big) - 10)), big)}
     expected.update({f"{src / 'b.jsonl'}:{n}": line for n, line in enumerate(small, start=1)})
@@ -286,7 +292,7 @@ def test_squad_corpus_with_malformed_documents(local_ray, tmp_path):
             "not an article",
         ],
     }
-    (src / "good.json").write_text(json.dumps(doc))
+    (src / "good.json").write_bytes(UTF8_BOM + json.dumps(doc).encode())  # saved by a Windows tool
     (src / "truncated.json").write_text(json.dumps(doc)[:500])
     (src / "not-squad.json").write_text(json.dumps({"version": "1.1", "articles": []}))
     (src / "binary.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")

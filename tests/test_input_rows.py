@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from operators.read_input import UnreadableFile, normalize_table, parse_jsonl, parse_squad
 from operators.schema import WORK_SCHEMA
 from routing.config import ColumnMapping
+from routing.storage import UTF8_BOM, strip_bom
 from routing.validation import DuplicateIdTracker, check_row
 
 import pytest
@@ -60,6 +61,36 @@ def test_jsonl_bad_lines_become_error_rows():
     assert "not valid JSON" in errors[2]
     assert "JSON list, not an object" in errors[3]
     assert "question is missing" in errors[4]
+
+
+def test_a_leading_byte_order_mark_is_not_data():
+    good = [json.dumps({"id": str(i), "question": "q", "context": "c"}).encode() for i in range(3)]
+    rows = parse_jsonl(UTF8_BOM + b"\r\n".join(good), "f.jsonl", ColumnMapping(), "run")
+    assert [r["id"] for r in rows] == ["0", "1", "2"] and all(r["error"] is None for r in rows)
+    assert [r["source"] for r in rows] == ["f.jsonl:1", "f.jsonl:2", "f.jsonl:3"]
+    # Anywhere else it is a character: the line that starts with one is no JSON.
+    rows = parse_jsonl(b"\n".join([good[0], UTF8_BOM + good[1]]), "f.jsonl", ColumnMapping(), "run")
+    assert rows[0]["error"] is None and "line 2 is not valid JSON" in rows[1]["error"]
+    # ... and inside a string it stays part of the text.
+    inner = json.dumps({"id": "x", "question": "\ufeffq", "context": "c"}, ensure_ascii=False).encode()
+    assert parse_jsonl(UTF8_BOM + inner, "f.jsonl", ColumnMapping(), "run")[0]["question"] == "\ufeffq"
+    doc = {"data": [{"title": "t", "paragraphs": [{"context": "ctx", "qas": [{"id": "x", "question": "q"}]}]}]}
+    assert [r["id"] for r in parse_squad(UTF8_BOM + json.dumps(doc).encode(), "s.json", "run")] == ["x"]
+    assert strip_bom(UTF8_BOM + UTF8_BOM + b"a") == UTF8_BOM + b"a"  # one mark, not every one
+
+
+def test_gold_and_replay_files_with_a_byte_order_mark(tmp_path):
+    """`score --gold`, the report and the router tools read SQuAD and replay files too."""
+    from routing.replay_data import load_replay
+    from routing.squad import load_squad
+
+    doc = {"data": [{"title": "t", "paragraphs": [{"context": "ctx", "qas": [{"id": "x", "question": "q", "answers": [{"text": "ctx", "answer_start": 0}]}]}]}]}
+    (tmp_path / "questions.json").write_bytes(UTF8_BOM + json.dumps(doc).encode())
+    assert [q.id for q in load_squad(tmp_path / "questions.json")] == ["x"]
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "a.json").write_bytes(UTF8_BOM + json.dumps({"x": "ctx"}).encode())
+    (tmp_path / "costs.json").write_bytes(UTF8_BOM + json.dumps({"unit": "relative", "experts": {"a": {"cost": 1.0}}}).encode())
+    assert load_replay(tmp_path).expert_names == ("a",)
 
 
 def test_squad_parsing_and_malformed_documents():

@@ -96,6 +96,38 @@ def test_job_from_s3_to_s3(s3_server, s3_ray, tmp_path, capfd):
         assert SECRET not in text and "testing-key-id" not in text
 
 
+def test_jsonl_and_squad_objects_that_start_with_a_byte_order_mark(s3_server, s3_ray, tmp_path):
+    """Files exported by Windows tools start with EF BB BF; from S3 as from disk, the mark
+    is skipped and the first row is answered under its own line number."""
+    from routing.storage import UTF8_BOM
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="rb-bom")
+    gold = load_squad(SLICE / "questions.json")[:12]
+    lines = [json.dumps({"id": q.id, "question": q.question, "context": q.context}).encode() for q in gold]
+    s3.put_object(Bucket="rb-bom", Key="jsonl/part-0.jsonl", Body=UTF8_BOM + b"\r\n".join(lines) + b"\r\n")
+    squad = json.loads((SLICE / "questions.json").read_text(encoding="utf-8"))
+    squad["data"] = squad["data"][:1]
+    s3.put_object(Bucket="rb-bom", Key="squad/part-0.json", Body=UTF8_BOM + json.dumps(squad).encode())
+    n_squad = sum(len(p["qas"]) for a in squad["data"] for p in a["paragraphs"])
+    for fmt, prefix, n_rows in (("jsonl", "jsonl", len(gold)), ("squad", "squad", n_squad)):
+        out = tmp_path / fmt
+        cfg = parse_config(
+            {
+                "input": {"path": f"s3://rb-bom/{prefix}/", "format": fmt},
+                "output": {"path": str(out)},
+                "experts": [{"name": "nlnet", "kind": "replay", "predictions": str(SLICE / "predictions/nlnet-single.json"), "cost": {"usd_per_item": 0.001}}],
+                "router": {"kind": "fixed", "expert": "nlnet"},
+            }
+        )
+        summary = run_job(cfg, progress=False)
+        rows = pq.read_table(out).to_pylist()
+        assert summary.rows_in == summary.rows_out == len(rows) == n_rows and summary.exit_code == 0, fmt
+        assert all(r["error"] is None for r in rows), fmt
+    by_source = {r["source"].rsplit(":", 1)[1]: r["id"] for r in pq.read_table(tmp_path / "jsonl").to_pylist()}
+    assert by_source == {str(n): q.id for n, q in enumerate(gold, start=1)}
+
+
 def test_missing_bucket_fails_before_compute_without_leaking(s3_server):
     from routing.config import ConfigError
 
