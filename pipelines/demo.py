@@ -238,13 +238,13 @@ def format_headline(figures: dict[str, Any]) -> str:
         f"headline ({n} test questions from {', '.join(d['test_articles'])}; router trained on {', '.join(d['train_articles'])} only):",
         f"  routed run:  F1 {100 * q['f1']:.2f}   cost ${cost['total_usd']:.4f}   (mix: {mix})",
     ]
-    if best and best.get("estimated_total_usd") is not None:
+    if best["comparable"]:
         lines.append(
-            f"  best single: F1 {100 * (best['f1'] or 0):.2f}   cost ${best['estimated_total_usd']:.4f}   "
+            f"  best single: F1 {100 * best['f1']:.2f}   cost ${best['estimated_total_usd']:.4f}   "
             f"({best['expert']} on every question; {best['chosen_by']})"
         )
         saving = best.get("saving_fraction") or 0.0
-        delta = 100 * (q["f1"] - (best["f1"] or 0))
+        delta = 100 * (q["f1"] - best["f1"])
         lines.append(
             f"  -> routing {'spent' if saving >= 0 else 'cost'} {abs(100 * saving):.0f}% {'less' if saving >= 0 else 'more'} "
             f"for {abs(delta):.2f} F1 points {'less' if delta < 0 else 'more'}"

@@ -224,7 +224,10 @@ def _write_profile(output: str, config: JobConfig, rows: list[SampleRow], result
         f1s = []
         for rid, res in per_id.items():
             golds = gold.get(rid, ()) if labels == "gold" else ((results[ref][rid]["answer"] or ""),)
-            em, f1 = score_one(res["answer"], golds)
+            # An expert that failed on a question did not abstain: scoring its missing answer
+            # as the empty string would credit it on every unanswerable question it could not
+            # read (a replay recorded only for answerable ones would look near-perfect).
+            em, f1 = (0.0, 0.0) if res["error"] is not None else score_one(res["answer"], golds)
             f1s.append(f1)
             table_rows.append({"id": rid, "expert": name, **res, "em": em, "f1": f1})
         costs[name] = {"cost": sum(r["cost_usd"] for r in per_id.values()) / max(len(per_id), 1), "items": len(per_id)}

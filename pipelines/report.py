@@ -32,4 +32,4 @@ def report_after_run(run_dir: str) -> str:
         html_path, _, _ = write_report(run_dir)
     except Exception as exc:  # noqa: BLE001 - see above: the report is an extra, never the outcome
         return f"  report: not written ({type(exc).__name__}: {exc}); try `routebatch report {run_dir}`"
-    return f"  report: {html_path}  (with gold answers: routebatch report {run_dir} --gold SQUAD_JSON)"
+    return f"  report: {html_path}  (F1 and the best single expert on the same questions: routebatch report {run_dir} --gold SQUAD_JSON --profile PROFILE_DIR)"

@@ -180,7 +180,9 @@ def profile_points(profile_dir: str, gold: dict[str, tuple[str, ...]]) -> dict[s
         if not ids or not exists(pred_path):
             continue
         preds = json.loads(read_bytes(pred_path))
-        f1 = sum(score_one(preds.get(qid), gold[qid])[1] for qid in ids) / len(ids)
+        # No prediction means the expert failed there (the profile writes only answers):
+        # wrong, as routing/replay_data counts uncovered cells, never a free abstention.
+        f1 = sum(score_one(preds[qid], gold[qid])[1] if qid in preds else 0.0 for qid in ids) / len(ids)
         points.append({"expert": name, "cost_per_row_usd": float(spec["cost"]), "f1": f1, "questions": len(ids)})
     if not points:
         return {"available": False, "note": "no profiled question has a gold answer"}
@@ -226,46 +228,52 @@ def hull_f1_at(frontier: dict[str, Any], cost: float) -> Optional[float]:
     return None
 
 
+PROFILE_COMMAND = "routebatch profile CONFIG --sample 200 --output PROFILE_DIR"
+
+
+def _no_comparison(has_gold: bool, profile_note: Optional[str]) -> dict[str, Any]:
+    give = "--profile PROFILE_DIR" if has_gold else "--gold SQUAD_JSON --profile PROFILE_DIR"
+    note = (
+        "no best single expert to compare with: in a routed run each expert answered different "
+        f"questions, so their F1 and cost are not comparable. Profile every expert on the same questions "
+        f"(`{PROFILE_COMMAND}`) and give {give}"
+    )
+    if profile_note:
+        note += f" (the profile given: {profile_note})"
+    return {"expert": None, "comparable": False, "note": note}
+
+
 def best_single_expert(
     experts: dict[str, dict[str, Any]], quality: Optional[dict], profile: Optional[dict], routed_rows: int,
     cascade: bool = False,
-) -> Optional[dict[str, Any]]:
+) -> dict[str, Any]:
     """The single expert the run is compared with, how it was chosen, and what running
     it on every routed row would have cost (estimated, and the estimate explained).
 
+    Only a profile (every expert on the same questions, with gold answers) can name it:
+    an expert's F1 on the rows a router sent it says how hard those rows were as much as
+    how good the expert is, so choosing by it once crowned a weak expert and made a
+    cheap routed run look dear. Without one the result says so, with the command that
+    makes the comparison possible, and carries no figure.
+
     In a `cascade` run a row's cost is that of every expert it was asked, so an
-    expert's mean cost per row in the run is not its own: only a profile can say that.
+    expert's mean cost per row in the run is not its own: the profile's cost is used.
     """
-    profile_ok = profile is not None and profile.get("available")
-    if quality is not None and profile_ok:
-        best = max(profile["points"], key=lambda p: (p["f1"], -p["cost_per_row_usd"]))
-        name, f1 = best["expert"], best["f1"]
-        chosen_by = f"highest F1 in the profile ({best['questions']} questions, same for every expert)"
-    elif quality is not None and quality["per_expert"]:
-        scored = {k: v for k, v in quality["per_expert"].items() if k in experts}
-        if not scored:
-            return None
-        name = max(scored, key=lambda k: (scored[k]["f1"], -experts[k]["mean_cost_per_row_usd"]))
-        f1 = None  # its F1 on its own routed rows is not its F1 on everything
-        chosen_by = "highest F1 on the rows routed to it in this run (each expert saw different questions; give --profile for a fair choice)"
-    else:
-        if not experts:
-            return None
-        name = max(experts, key=lambda k: (experts[k]["mean_cost_per_row_usd"], k))
-        f1 = None
-        chosen_by = "the priciest expert by measured cost per row (no gold answers given)"
+    if quality is None or profile is None or not profile.get("available"):
+        return _no_comparison(quality is not None, (profile or {}).get("note"))
+    best = max(profile["points"], key=lambda p: (p["f1"], -p["cost_per_row_usd"]))
+    name, f1 = best["expert"], best["f1"]
+    chosen_by = f"highest F1 in the profile ({best['questions']} questions, same for every expert)"
     why = "answered no row in this run" if not cascade else "has no cost of its own in a cascade run (rows paid for every expert asked)"
     if name in experts and experts[name]["rows"] and not cascade:
         per_row = experts[name]["mean_cost_per_row_usd"]
         how = f"{name}'s measured mean cost per row in this run ({experts[name]['rows']} rows) x {routed_rows} routed rows"
-    elif profile_ok and any(p["expert"] == name for p in profile["points"]):
-        per_row = next(p["cost_per_row_usd"] for p in profile["points"] if p["expert"] == name)
-        how = f"{name} {why}: its measured cost per question in the profile x {routed_rows} routed rows"
     else:
-        return {"expert": name, "chosen_by": chosen_by, "f1": f1, "estimated_total_usd": None,
-                "how_estimated": f"{name} {why} and no profile was given: no cost estimate"}
+        per_row = best["cost_per_row_usd"]
+        how = f"{name} {why}: its measured cost per question in the profile x {routed_rows} routed rows"
     return {
         "expert": name,
+        "comparable": True,
         "chosen_by": chosen_by,
         "f1": f1,
         "cost_per_row_usd": per_row,
@@ -295,7 +303,7 @@ def compute_report(run_dir: str, *, gold: Optional[str] = None, profile: Optiona
     total = float(rows["cost_usd"].sum())
     cascade = any(c is not None for c in rows["consulted"])
     baseline = best_single_expert(experts, quality, prof, routed, cascade)
-    if baseline and baseline.get("estimated_total_usd"):
+    if baseline["comparable"] and baseline["estimated_total_usd"]:
         est = baseline["estimated_total_usd"]
         baseline["saving_usd"] = est - total
         baseline["saving_fraction"] = (est - total) / est if est > 0 else 0.0

@@ -97,14 +97,14 @@ def _mix_section(r: dict, colors: dict[str, str]) -> str:
 
 def _cost_section(r: dict, colors: dict[str, str]) -> str:
     experts, cost = r["experts"], r["cost"]
-    best = cost.get("best_single")
+    best = cost["best_single"]
     names = list(experts)
 
     def draw(ax):
         labels = [*names, "routed run (total)"]
         values = [experts[n]["cost_usd"] for n in names] + [cost["total_usd"]]
         shades = [colors[n] for n in names] + ["#222222"]
-        if best and best.get("estimated_total_usd") is not None:
+        if best["comparable"]:
             labels.append(f"{best['expert']} on everything (est.)")
             values.append(best["estimated_total_usd"])
             shades.append("#bbbbbb")
@@ -117,17 +117,15 @@ def _cost_section(r: dict, colors: dict[str, str]) -> str:
 
     rows = [[n, _usd(e["cost_usd"]), _usd(e["mean_cost_per_row_usd"])] for n, e in experts.items()]
     rows.append(["total (routed run)", _usd(cost["total_usd"]), _usd(cost["per_routed_row_usd"])])
-    text = ""
-    if best:
-        if best.get("estimated_total_usd") is not None:
-            text = (
-                f"<p>Best single expert: <b>{html.escape(best['expert'])}</b> ({html.escape(best['chosen_by'])}). "
-                f"Running it on every routed row would have cost about <b>{_usd(best['estimated_total_usd'])}</b>; "
-                f"the routed run cost {_usd(cost['total_usd'])} (routing {_saving(best.get('saving_fraction'))}).</p>"
-                f"<p class='note'>Estimate: {html.escape(best['how_estimated'])}.</p>"
-            )
-        else:
-            text = f"<p class='note'>Best single expert: {html.escape(best['expert'])}; {html.escape(best['how_estimated'])}.</p>"
+    if best["comparable"]:
+        text = (
+            f"<p>Best single expert: <b>{html.escape(best['expert'])}</b> ({html.escape(best['chosen_by'])}). "
+            f"Running it on every routed row would have cost about <b>{_usd(best['estimated_total_usd'])}</b>; "
+            f"the routed run cost {_usd(cost['total_usd'])} (routing {_saving(best.get('saving_fraction'))}).</p>"
+            f"<p class='note'>Estimate: {html.escape(best['how_estimated'])}.</p>"
+        )
+    else:
+        text = f"<p class='note'>{html.escape(best['note'])}.</p>"
     return "<h2>Cost</h2>" + _img(_png(draw, (9, 0.9 + 0.45 * (len(names) + 2))), "cost per expert and in total") + _table(
         ["", "cost", "per row"], rows
     ) + text
@@ -257,15 +255,17 @@ def _quality_section(r: dict, colors: dict[str, str]) -> str:
 def headline(r: dict) -> str:
     """One sentence: quality and cost of the run against its best single expert."""
     cost, q = r["cost"], r["quality"]
-    best = cost.get("best_single")
+    best = cost["best_single"]
     parts = [f"{r['rows']['total']} rows, {r['rows']['answered']} answered, total cost {_usd(cost['total_usd'])}"]
     if q is not None:
         parts.append(f"F1 {100 * q['f1']:.2f}")
-    if best and best.get("estimated_total_usd") is not None:
-        vs = f"best single expert {best['expert']}: est. {_usd(best['estimated_total_usd'])}"
-        if best.get("f1") is not None:
-            vs += f", F1 {100 * best['f1']:.2f}"
-        parts.append(vs + f" (routing {_saving(best.get('saving_fraction'))})")
+    if best["comparable"]:
+        parts.append(
+            f"best single expert {best['expert']}: est. {_usd(best['estimated_total_usd'])}, F1 {100 * best['f1']:.2f}"
+            f" (routing {_saving(best.get('saving_fraction'))})"
+        )
+    else:
+        parts.append(best["note"])
     return "; ".join(parts)
 
 

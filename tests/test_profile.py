@@ -45,3 +45,16 @@ def test_adaptive_profile_stops_early_on_a_large_corpus(local_ray, tmp_path):
     assert summary["profiled"] < 200 and summary["stopped"].startswith("expected saving")
     assert summary["mix_plan"]["feasible"]
     assert sum(summary["mix_plan"]["fractions"].values()) == pytest.approx(1.0)
+
+
+def test_an_expert_that_fails_on_a_question_scores_it_wrong(local_ray, tmp_path):
+    """r-net-plus-ensemble has recordings for answerable questions only; on the others
+    it fails. Scored as the empty answer it would be right on every unanswerable
+    question it could not read, and the profile would rank it near the top."""
+    cfg = load_config(REPO / "examples" / "squad-cascade.yaml")
+    run_profile(cfg, sample_size=60, output=str(tmp_path / "p"), batch=30, adaptive=False, seed=5)
+    results = [r for r in pq.read_table(tmp_path / "p" / "results.parquet").to_pylist() if r["expert"] == "r-net-plus-ensemble"]
+    failed = [r for r in results if r["error"] is not None]
+    assert failed and all(r["f1"] == 0.0 and r["em"] == 0.0 for r in failed)
+    preds = json.loads((tmp_path / "p" / "predictions" / "r-net-plus-ensemble.json").read_text())
+    assert set(preds) == {r["id"] for r in results if r["error"] is None}

@@ -15,7 +15,7 @@ import pytest
 from operators.schema import OUTPUT_SCHEMA
 from pipelines.cli import main as cli
 from pipelines.report import report_after_run, write_report
-from pipelines.report_data import upper_hull
+from pipelines.report_data import profile_points, upper_hull
 from pipelines.score_command import read_answers
 from pipelines.summary import count_rows
 from routing.squad import load_squad, score_predictions
@@ -95,16 +95,35 @@ def test_figures_match_the_rows(tmp_path):
     assert r["quality"]["scored"] == len(gold) == 60
 
 
-def test_best_single_expert_without_gold_is_the_priciest_costed_from_the_run(tmp_path):
+@pytest.mark.parametrize("with_gold", [False, True])
+def test_without_a_profile_no_best_single_expert_is_named(tmp_path, with_gold):
+    """Each expert of a routed run answered different questions: comparing their F1 (or
+    pricing the run against one of them) is no comparison, so the report names none,
+    shows no saving, and says which command gives the comparison."""
+    from pipelines.report_html import headline, render_html
+
     run, rows = _fake_run(tmp_path)
-    _, _, r = write_report(str(run))
+    _, _, r = write_report(str(run), gold=str(GOLD) if with_gold else None)
     best = r["cost"]["best_single"]
-    assert best["expert"] == "bert-large-single-v2" and "priciest" in best["chosen_by"]
-    routed = len(rows) - 1
-    assert best["estimated_total_usd"] == pytest.approx(0.001 * routed)
-    assert best["saving_usd"] == pytest.approx(0.001 * routed - r["cost"]["total_usd"])
-    assert "measured mean cost per row" in best["how_estimated"]
-    assert r["quality"] is None
+    assert best["expert"] is None and best["comparable"] is False
+    assert "saving_fraction" not in best and "estimated_total_usd" not in best
+    assert "routebatch profile CONFIG" in best["note"] and "--profile PROFILE_DIR" in best["note"]
+    assert ("--gold SQUAD_JSON" in best["note"]) is (not with_gold)
+    line = headline(r)
+    assert not any(name in line for name in r["experts"]) and "est." not in line and "%" not in line
+    assert "no best single expert to compare with" in line and "routebatch profile" in line
+    page = render_html(r)
+    assert "Best single expert:" not in page and "on everything (est.)" not in page
+    assert (r["quality"] is None) is (not with_gold)
+
+
+def test_a_profile_in_relative_units_gives_no_comparison_and_says_why(tmp_path):
+    run, rows = _fake_run(tmp_path)
+    prof = _profile_dir(tmp_path, [x["id"] for x in rows[:20]], {"nlnet-single": 2.0, "bert-large-single-v2": 10.0})
+    (prof / "costs.json").write_text(json.dumps({"unit": "relative", "experts": {"nlnet-single": {"cost": 2.0}, "bert-large-single-v2": {"cost": 10.0}}}))
+    _, _, r = write_report(str(run), gold=str(GOLD), profile=str(prof))
+    best = r["cost"]["best_single"]
+    assert best["expert"] is None and "not USD" in best["note"]
 
 
 def test_profile_gives_comparable_points_and_the_best_by_f1(tmp_path):
@@ -126,6 +145,43 @@ def test_profile_gives_comparable_points_and_the_best_by_f1(tmp_path):
     if best["expert"] == "bidaf-self-attention-elmo":  # answered nothing in the run: costed from the profile
         assert best["cost_per_row_usd"] == pytest.approx(0.0003)
     assert fr["run_point"]["f1"] == pytest.approx(r["quality"]["f1"])
+
+
+def test_a_question_an_expert_could_not_answer_in_the_profile_counts_as_wrong(tmp_path):
+    """r-net-plus-ensemble was recorded on answerable questions only. Scoring its missing
+    answers as empty would credit it with every unanswerable question and crown it."""
+    ids = [q.id for q in load_squad(GOLD)]
+    prof = _profile_dir(tmp_path, ids, {"r-net-plus-ensemble": 0.0003, "bert-large-single-v2": 0.001})
+    points = {p["expert"]: p for p in profile_points(str(prof), {q.id: (() if q.is_impossible else q.answers) for q in load_squad(GOLD)})["points"]}
+    rnet = json.loads((SLICE / "predictions" / "r-net-plus-ensemble.json").read_text())
+    gold = {q.id: q for q in load_squad(GOLD)}
+    covered_f1_sum = score_predictions([gold[i] for i in rnet], rnet).f1
+    assert points["r-net-plus-ensemble"]["f1"] == pytest.approx(covered_f1_sum / len(ids))
+    assert points["bert-large-single-v2"]["f1"] > points["r-net-plus-ensemble"]["f1"]
+
+
+def test_the_example_profile_is_the_slice_profiled():
+    """The profile the README's first report uses holds every expert's recorded answer
+    to every question of the slice, and nothing else."""
+    prof = SLICE / "profile"
+    assert sorted(q.id for q in load_squad(prof / "questions.json")) == sorted(q.id for q in load_squad(GOLD))
+    costs = json.loads((prof / "costs.json").read_text())
+    assert "USD" in costs["unit"]
+    for name in costs["experts"]:
+        assert json.loads((prof / "predictions" / f"{name}.json").read_text()) == json.loads((SLICE / "predictions" / f"{name}.json").read_text())
+
+
+@pytest.mark.ray
+def test_the_first_example_reports_the_best_experts_quality_for_less(local_ray, tmp_path):
+    """The README's first job and report: the routed run against the best single expert
+    on the same questions (the shipped profile), within a point of its F1, for less."""
+    out = tmp_path / "out"
+    assert cli(["run", str(REPO / "examples" / "squad-cascade.yaml"), "--output", str(out), "--no-progress"]) == 0
+    _, _, r = write_report(str(out), gold=str(GOLD), profile=str(SLICE / "profile"))
+    best = r["cost"]["best_single"]
+    assert best["expert"] == "bert-large-single-v2" and best["comparable"]
+    assert r["quality"]["f1"] >= best["f1"] - 0.01
+    assert 0 < r["cost"]["total_usd"] < best["estimated_total_usd"]
 
 
 def test_upper_hull_keeps_only_points_worth_their_price():
