@@ -11,6 +11,11 @@ WORK_SCHEMA table, so a question goes to the same expert, gets the same answer a
 priced by the same ledger code in both paths. Requests are moved between deployments
 in sub-batches (one call per expert per request, never one per question), because
 per-item remote calls were measured at about 15 per second on this hardware.
+
+A call whose replica died under it (killed, OOM, node lost) is sent again with the same
+rows until it is answered or the request's time runs out (`_until_answered`): every item
+is idempotent (same question, same answer), so the service retries it instead of
+handing a client a 503 that the client could only answer by sending the same request.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations
@@ -20,7 +25,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -33,6 +38,17 @@ from pipelines.serve_requests import Item, RequestError, check_declared_length, 
 from routing.config import CascadeRouter, ConfigError, JobConfig, LearnedCascadeRouter, ServeSpec
 
 log = logging.getLogger("routebatch")
+# Inside a replica, Serve writes only its own logger to the replica's log file
+# (logs/serve/replica_<app>_<deployment>_<id>.log, where an operator looks); records of
+# other loggers were found nowhere, so the code that runs in replicas logs here.
+replica_log = logging.getLogger("ray.serve")
+
+# Pause before sending a call again after its replica died: short at first (Serve's
+# handle routes the retry to another live replica at once, when there is one), growing
+# to at most RETRY_MAX_DELAY_S while Serve starts a replacement, so that waiting
+# requests do not spin on a deployment with no replica.
+RETRY_FIRST_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 1.0
 
 APP_NAME = "routebatch"
 ANSWER_PATH = "/v1/answer"
@@ -105,6 +121,49 @@ class ExpertReplica:
         return _split(done.select(list(EXPERT_FIELDS)).to_pylist(), chunks)
 
 
+def replica_lost(exc: BaseException) -> bool:
+    """Whether a call failed because the replica running it went away, as opposed to
+    the replica's code raising. Ray reports a dead or unreachable actor as a
+    RayActorError (ActorDiedError, ActorUnavailableError), possibly wrapped in a
+    RayTaskError when it surfaced while resolving a chained call's argument. An
+    expert's own failure on an item is never an exception here: AnswerWithExpert puts
+    it in that row's `error` column (`expert_error: ...`), and it is answered as such."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(exc, RayActorError):
+        return True
+    return isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), RayActorError)
+
+
+class _Retries:
+    """What one request's calls went through: how many were sent again, and the last
+    replica loss, so that a request whose time ran out while a replacement was being
+    awaited is told 503 (unavailable), not 504 (slow)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: Optional[BaseException] = None
+
+
+async def _until_answered(call: Callable[[], Awaitable[Any]], what: str, retries: _Retries) -> Any:
+    """`await call()`, made again (a new remote call with the same rows) each time its
+    replica dies, until one is answered; the caller's `asyncio.wait_for` ends it when
+    `serve.request_timeout_s` runs out. Only the answered call's result is used, so an
+    item is answered and priced once however many replicas died under it."""
+    delay = RETRY_FIRST_DELAY_S
+    while True:
+        try:
+            return await call()
+        except Exception as exc:  # noqa: BLE001 - only a lost replica is retried; the rest is re-raised
+            if not replica_lost(exc):
+                raise
+            retries.count += 1
+            retries.last = exc
+            replica_log.warning("%s: its replica died (%s); sending the same rows again in %.2f s", what, type(exc).__name__, delay)
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, RETRY_MAX_DELAY_S)
+
+
 api = FastAPI(title="routebatch", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -134,9 +193,9 @@ class Ingress:
             parts.append(part)
         return b"".join(parts)
 
-    async def _answer_items(self, items: list[Item]) -> list[dict]:
+    async def _answer_items(self, items: list[Item], retries: _Retries) -> list[dict]:
         rows = [{"id": it.id, "question": it.question, "context": it.context} for it in items]
-        routed = await self.router.route.remote(rows)
+        routed = await _until_answered(lambda: self.router.route.remote(rows), "router", retries)
         by_expert: dict[str, list[int]] = {}
         for i, r in enumerate(routed):
             by_expert.setdefault(r["expert"], []).append(i)
@@ -147,7 +206,9 @@ class Ingress:
             step = self.batch_sizes[name]
             for start in range(0, len(idx), step):
                 part = idx[start : start + step]
-                calls.append(self.experts[name].answer.remote([rows[i] for i in part]))
+                sub = [rows[i] for i in part]
+                handle = self.experts[name]
+                calls.append(_until_answered(lambda h=handle, sub=sub: h.answer.remote(sub), f"expert {name}", retries))
                 slots.append(part)
         answered = await asyncio.gather(*calls)
         out: list[dict] = [{} for _ in rows]
@@ -163,12 +224,20 @@ class Ingress:
             parsed = parse_answer_request(body, max_body_bytes=self.limits.max_body_bytes, max_items=self.limits.max_items)
         except RequestError as exc:
             return JSONResponse(status_code=exc.status, content=exc.body())
+        retries = _Retries()
         try:
-            results = await asyncio.wait_for(self._answer_items(parsed.items), timeout=self.limits.request_timeout_s)
+            results = await asyncio.wait_for(self._answer_items(parsed.items, retries), timeout=self.limits.request_timeout_s)
         except asyncio.TimeoutError:
+            if retries.last is not None:
+                return _error(
+                    503,
+                    "unavailable",
+                    f"a replica died and none answered within {self.limits.request_timeout_s:g} s "
+                    f"({type(retries.last).__name__}, {retries.count} call(s) sent again); retry later",
+                )
             return _error(504, "timeout", f"no answer within {self.limits.request_timeout_s:g} s; retry later or send fewer items")
         except Exception as exc:  # noqa: BLE001 - a failed deployment is the server's problem, said as such
-            log.exception("answering a request failed")
+            replica_log.exception("answering a request failed")
             return _error(503, "unavailable", f"the service could not answer ({type(exc).__name__}); retry later")
         return JSONResponse(content=results[0] if parsed.single else results)
 

@@ -3,9 +3,13 @@ batch job does (compared row by row with a batch run's Parquet), refuses bad req
 with a 4xx, and refuses a plan that cannot fit instead of waiting for it."""
 
 import json
+import os
 import shutil
+import signal
 import socket
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +19,8 @@ import requests
 
 from pipelines.batch_job import run_job
 from pipelines.resources import PlanDoesNotFit
-from pipelines.serve_app import start_endpoint, stop_endpoint
+from pipelines.serve_app import APP_NAME, start_endpoint, stop_endpoint
+from ray_state import actors_named
 from routing.checkpoint import RouterCheckpoint
 from routing.config import CheckpointRouter, load_config
 from routing.squad import load_squad
@@ -143,3 +148,98 @@ def test_a_plan_that_cannot_fit_is_refused_at_once(local_ray):
         start_endpoint(cfg, host="127.0.0.1", port=_free_port())
     assert time.monotonic() - started < 10
     assert local_ray.is_initialized()  # a Ray we did not start is left alone
+
+
+RETRY_MARK = "sending the same rows again"  # the ingress's warning for a call sent again
+
+
+def _alive_replicas(deployment: str) -> list[dict]:
+    return [a for a in actors_named(f"ServeReplica:{APP_NAME}:{deployment}", state="ALIVE") if a.get("Pid")]
+
+
+def _retry_warnings() -> int:
+    """How often the ingress has logged a call sent again, in this Ray session's logs
+    (Serve's replica logs and the workers' stderr, wherever the warning landed)."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    return sum(p.read_text(errors="replace").count(RETRY_MARK) for p in logs.rglob("*") if p.is_file())
+
+
+def test_an_expert_replica_killed_under_load_costs_no_request(served):
+    """32 keep-alive clients send 320 single-item requests; once a third are answered,
+    the replica of the expert that most questions go to is SIGKILLed (its PID from the
+    GCS actor table). Every request must still be 200 with the batch job's answer and
+    cost, the calls that were in flight on the dead replica must have been sent again
+    (the ingress logs each one), and Serve must have started a replacement."""
+    _, cfg, batch_rows, endpoint = served
+    gold = load_squad(SLICE / "questions.json")
+    busiest = Counter(r["expert"] for r in batch_rows.values()).most_common(1)[0][0]
+    deployment = f"expert-{busiest}"
+    before = _alive_replicas(deployment)
+    assert before, f"no live replica of {deployment}"
+    victim = before[0]
+    warnings_before = _retry_warnings()
+
+    n_requests, n_clients = 320, 32
+    items = [gold[i % len(gold)] for i in range(n_requests)]
+    results: list = [None] * n_requests
+    lock = threading.Lock()
+    state = {"next": 0, "started": 0, "done": 0}
+    answered_a_third = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:  # keep-alive, as a real client would
+            while True:
+                with lock:
+                    i = state["next"]
+                    if i >= n_requests:
+                        return
+                    state["next"] += 1
+                    state["started"] += 1
+                q = items[i]
+                try:
+                    r = session.post(endpoint.answer_url, json={"id": q.id, "question": q.question, "context": q.context},
+                                     timeout=cfg.serve.request_timeout_s + 30)
+                    results[i] = (r.status_code, r.json())
+                except Exception as exc:  # noqa: BLE001 - recorded and asserted on below
+                    results[i] = (None, repr(exc))
+                with lock:
+                    state["done"] += 1
+                    if state["done"] >= n_requests // 3:
+                        answered_a_third.set()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(n_clients)]
+    for t in threads:
+        t.start()
+    try:
+        assert answered_a_third.wait(timeout=120), "the first third of the requests was not answered in 120 s"
+        with lock:
+            in_flight_at_kill = state["started"] - state["done"]
+            done_at_kill = state["done"]
+        os.kill(victim["Pid"], signal.SIGKILL)
+    finally:
+        for t in threads:
+            t.join(timeout=cfg.serve.request_timeout_s + 60)
+    assert not any(t.is_alive() for t in threads), "clients still waiting after the request timeout"
+    assert done_at_kill < n_requests and in_flight_at_kill > 0  # killed mid-stream, with requests in flight
+
+    failed = [(i, res) for i, res in enumerate(results) if res is None or res[0] != 200]
+    assert not failed, f"{len(failed)} of {n_requests} requests failed, e.g. {failed[:3]}"
+    for q, (_, body) in zip(items, results):
+        want = batch_rows[q.id]
+        assert (body["id"], body["expert"], body["answer"], body["error"]) == (q.id, want["expert"], want["answer"], None)
+        assert body["cost_usd"] == pytest.approx(want["cost_usd"])  # priced once, as in the batch job
+        assert (body["input_tokens"], body["output_tokens"]) == (want["input_tokens"], want["output_tokens"])
+    assert _retry_warnings() > warnings_before, "no call was sent again: the kill hit no request in flight"
+
+    # Serve replaces a dead replica with a new actor (its replicas are never restarted in place).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _alive_replicas(deployment)
+        if now and all(a["ActorID"] != victim["ActorID"] for a in now):
+            break
+        time.sleep(0.5)
+    assert now and all(a["ActorID"] != victim["ActorID"] and a["Pid"] != victim["Pid"] for a in now), now
+    health = requests.get(endpoint.health_url, timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ready"

@@ -1,6 +1,7 @@
 """The endpoint's request checks, without Ray: every bad body is a 4xx with a kind."""
 
 import json
+import types
 
 import pytest
 
@@ -65,3 +66,87 @@ def test_declared_length_is_checked_before_reading():
     with pytest.raises(RequestError) as info:
         check_declared_length("lots", 100)
     assert info.value.status == 400
+
+
+# -- a call whose replica died is sent again; nothing else is -----------------------------
+
+
+def _calls(*outcomes):
+    """A call factory that answers with the given outcomes in turn (an exception is
+    raised), and counts how often it was called."""
+    made = []
+
+    def call():
+        made.append(len(made))
+        outcome = outcomes[len(made) - 1]
+
+        async def run():
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        return run()
+
+    return call, made
+
+
+def test_a_lost_replica_is_retried_with_the_same_call_until_answered(monkeypatch):
+    import asyncio
+
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    from pipelines import serve_app
+
+    monkeypatch.setattr(serve_app, "RETRY_FIRST_DELAY_S", 0.001)
+    call, made = _calls(ActorDiedError(), ActorUnavailableError("restarting", None), ["answer"])
+    retries = serve_app._Retries()
+    assert asyncio.run(serve_app._until_answered(call, "expert x", retries)) == ["answer"]
+    assert len(made) == 3 and retries.count == 2 and isinstance(retries.last, ActorUnavailableError)
+
+
+def test_other_failures_are_not_retried():
+    import asyncio
+
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from pipelines import serve_app
+
+    for exc in (ValueError("the expert's code raised"), RayTaskError("answer", "tb", ValueError("x"))):
+        call, made = _calls(exc, ["never"])
+        with pytest.raises(type(exc)):
+            asyncio.run(serve_app._until_answered(call, "expert x", serve_app._Retries()))
+        assert len(made) == 1
+    # A replica death that surfaced while resolving a chained call is still a lost replica.
+    assert serve_app.replica_lost(RayTaskError("answer", "tb", ActorDiedError()))
+    assert not serve_app.replica_lost(RayTaskError("answer", "tb", ValueError("x")))
+
+
+def test_a_request_whose_time_runs_out_while_its_replica_is_replaced_is_a_503():
+    """The retry loop is ended by the request's timeout; when a replica loss is what it
+    was waiting on, the client is told unavailable (503), not slow (504)."""
+    import asyncio
+
+    from ray.exceptions import ActorDiedError
+
+    from pipelines import serve_app
+
+    async def never_answers(items, retries):
+        retries.count, retries.last = 1, ActorDiedError()
+        await asyncio.sleep(10)
+
+    async def slow(items, retries):
+        await asyncio.sleep(10)
+
+    class FakeRequest:
+        headers: dict = {}
+
+        async def stream(self):
+            yield json.dumps(GOOD).encode()
+
+    # The handler alone, on a stand-in for the deployment (no Serve, no Ray).
+    ingress = types.SimpleNamespace(limits=serve_app.ServeSpec(request_timeout_s=0.05))
+    ingress._body = lambda request: serve_app.Ingress._body(ingress, request)
+    for answer_items, status, kind in ((never_answers, 503, "unavailable"), (slow, 504, "timeout")):
+        ingress._answer_items = answer_items
+        response = asyncio.run(serve_app.Ingress.answer(ingress, FakeRequest()))
+        assert response.status_code == status and json.loads(response.body)["error"]["kind"] == kind
