@@ -1,14 +1,15 @@
 """Run one routed job on a local autoscaling Ray cluster and record what happened.
 
 Run as a script in its own process (the test does): `python autoscaling_scenario.py
-OUT.json MODEL_DIR`. It starts a head node with Ray's fake multi-node provider, whose
+OUT.json MODEL_DIR RAY_TMP PORT`. It starts a head node with Ray's fake multi-node provider, whose
 worker node types advertise (fake) GPUs and GPU-class resources, runs a job whose
 router sends most rows to one expert, samples the cluster's nodes while it runs, then
 waits for idle nodes to be released, and writes its observations as JSON.
 
 Ray's `AutoscalingCluster.start()` runs `ray stop --force`, which would end every Ray
 process on the machine; this script starts and stops only its own cluster instead,
-on a port of its own.
+on a port and in a temp dir that the test chose, so that the test can end the cluster
+itself when this script is killed or times out before its own `finally` runs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from local_cluster import free_port, stop_cluster  # noqa: E402
+from local_cluster import stop_cluster  # noqa: E402
 
 WORKER_TYPES = {
     "gpu_small": {"resources": {"CPU": 1, "GPU": 1, "gpu_small": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
@@ -77,7 +78,7 @@ def worker_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("GPU")]
 
 
-def main(out_path: str, model_dir: str) -> None:
+def main(out_path: str, model_dir: str, ray_tmp: str, port: int) -> None:
     import ray
 
     from pipelines.batch_job import run_job
@@ -85,7 +86,6 @@ def main(out_path: str, model_dir: str) -> None:
     from routing.config import parse_config
     from routing.squad import load_squad
 
-    port = free_port()
     ip = "127.0.0.1"
     tmp = Path(tempfile.mkdtemp(prefix="rb-autoscale-"))
     config_file = tmp / "cluster.json"
@@ -94,7 +94,8 @@ def main(out_path: str, model_dir: str) -> None:
     env = {**os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"}
     subprocess.check_call(
         ["ray", "start", "--head", f"--port={port}", f"--node-ip-address={ip}", "--num-cpus=2", "--num-gpus=0",
-         f"--autoscaling-config={config_file}", "--include-dashboard=false", "--disable-usage-stats"],
+         f"--autoscaling-config={config_file}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={ray_tmp}"],
         env=env, stdout=subprocess.DEVNULL,
     )
     obs: dict = {"events": []}
@@ -173,9 +174,9 @@ def main(out_path: str, model_dir: str) -> None:
         try:
             ray.shutdown()
         finally:
-            stop_cluster(port)
+            stop_cluster(port, Path(ray_tmp))
             Path(out_path).write_text(json.dumps(obs, indent=2))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

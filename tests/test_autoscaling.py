@@ -2,14 +2,19 @@
 GPU nodes are added while the job runs, each expert's actors land only on nodes with
 the resources it asked for, and idle nodes are released afterwards.
 
-The scenario runs in its own process with its own Ray cluster (tests/autoscaling_scenario.py)."""
+The scenario runs in its own process with its own Ray cluster (tests/autoscaling_scenario.py),
+on a port and in a temp dir chosen here, so that this test ends the cluster even when
+the scenario never gets to."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from local_cluster import free_port, short_temp_dir, stop_cluster
 
 HERE = Path(__file__).resolve().parent
 
@@ -18,10 +23,16 @@ pytestmark = pytest.mark.ray
 
 def test_gpu_pools_scale_up_pin_and_release(tmp_path, tiny_qa_model):
     out = tmp_path / "observed.json"
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "autoscaling_scenario.py"), str(out), tiny_qa_model],
-        capture_output=True, text=True, timeout=600,
-    )
+    port, ray_tmp = free_port(), short_temp_dir("rbas")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "autoscaling_scenario.py"), str(out), tiny_qa_model, str(ray_tmp), str(port)],
+            capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        # The scenario stops its cluster itself; not when it timed out or was killed.
+        stop_cluster(port, ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.exists(), proc.stderr[-3000:]
     obs = json.loads(out.read_text())
     print(json.dumps({k: v for k, v in obs.items() if k != "samples"}, indent=1))

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import yaml
 
+from local_cluster import run_cli
 from pipelines import exit_codes
 from pipelines.cli import main
 
@@ -181,8 +182,8 @@ def test_a_gpu_plan_on_a_cpu_only_ray_started_by_the_job(tmp_path: Path) -> None
     stops Ray and exits 3 without having written anything."""
     cfg = base_config(tmp_path / "out")
     cfg["experts"][0]["resources"] = {"num_gpus": 0.5}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", write_config(tmp_path, cfg), "--no-progress"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = run_cli([sys.executable, "-m", "pipelines.cli", "run", write_config(tmp_path, cfg), "--no-progress"],
+                   cwd=REPO, capture_output=True, text=True, timeout=300)  # its Ray is ended even on a timeout
     assert proc.returncode == exit_codes.CONFIG, proc.stderr[-3000:]
     line = the_error_line(proc.stderr, "experts.rec:")
     assert "GPU=0.5" in line and "lower experts.rec.resources" in line
@@ -286,8 +287,8 @@ def test_s3_access_denied_through_the_real_entry_point(s3, tmp_path: Path) -> No
     cfg = _s3_config()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": s3["denied_id"], "AWS_SECRET_ACCESS_KEY": s3["denied_secret"]}
     with enable_iam_authentication():
-        proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", write_config(tmp_path, cfg), "--no-progress"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        proc = run_cli([sys.executable, "-m", "pipelines.cli", "run", write_config(tmp_path, cfg), "--no-progress"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == exit_codes.CONFIG, proc.stderr[-3000:]
     line = the_error_line(proc.stderr, "input.path:")
     assert "ACCESS_DENIED" in line and "rb-data" in line

@@ -3,9 +3,9 @@ Either way every row comes out exactly once."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import tempfile
 import sys
 import threading
 import time
@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from local_cluster import run_cli, short_temp_dir, stop_cluster
 from pipelines.batch_job import run_job
 from routing.config import parse_config
 from routing.squad import load_squad
@@ -23,18 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"
 
 pytestmark = pytest.mark.ray
-
-
-def _kill_ray_under(temp_dir: Path) -> None:
-    import psutil
-
-    procs = [p for p in psutil.process_iter(["cmdline"]) if any(str(temp_dir) in part for part in (p.info["cmdline"] or []))]
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
 
 
 def _write_jsonl_shards(folder: Path, n_files: int, per_file: int) -> list[str]:
@@ -110,21 +99,27 @@ def test_interrupted_run_resumes_without_writing_a_row_twice(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "pipelines.cli", "run", str(tmp_path / "job.yaml"), "--no-progress"]
     # Its own Ray temp dir, so that the Ray processes it leaves behind can be found.
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rbray", dir="/tmp"))
+    ray_tmp = short_temp_dir("rbray")
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    markers = tmp_path / "out" / "_shards"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None and len(list(markers.glob("*.json"))) < 2:
-        time.sleep(0.1)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, as a crash or `kill -9` would
-    proc.wait()
-    _kill_ray_under(ray_tmp)  # Ray's own daemons run in sessions of their own
+    try:
+        markers = tmp_path / "out" / "_shards"
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None and len(list(markers.glob("*.json"))) < 2:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, as a crash or `kill -9` would
+        proc.wait()
+    finally:
+        if proc.poll() is None:  # the test failed before killing it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stop_cluster(temp_dir=ray_tmp)  # Ray's own daemons run in sessions of their own
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     done_before = len(list(markers.glob("*.json")))
     assert 2 <= done_before < 6 and not (tmp_path / "out" / "_summary.json").exists()
 
-    resumed = subprocess.run(
+    resumed = run_cli(
         [sys.executable, "-m", "pipelines.cli", "run", "--resume", str(tmp_path / "out"), "--json", "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

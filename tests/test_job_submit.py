@@ -3,15 +3,14 @@ test's own, as the README's "Run on a cluster" section documents it."""
 
 import json
 import os
+import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from local_cluster import free_port, stop_cluster
+from local_cluster import free_port, short_temp_dir, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,16 +19,16 @@ pytestmark = pytest.mark.ray
 
 def test_ray_job_submit_runs_the_example(tmp_path):
     port, dash, agent = free_port(), free_port(), free_port()
-    ray_tmp = tempfile.mkdtemp(prefix="rbj", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray_tmp = short_temp_dir("rbj")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    subprocess.check_call(
-        ["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={agent}",
-         f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    try:  # from `ray start` on: a start that fails half-way may leave a GCS behind
+        subprocess.check_call(
+            ["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
+             f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={agent}",
+             f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         out = tmp_path / "out"
         address = f"http://127.0.0.1:{dash}"
         deadline = time.time() + 60  # the dashboard's job API comes up a little after the head
@@ -52,5 +51,7 @@ def test_ray_job_submit_runs_the_example(tmp_path):
         summary = json.loads((out / "_summary.json").read_text())
         assert summary["rows_in"] == summary["rows_out"] == 311 and summary["exit_code"] == 0
     finally:
-        stop_cluster(port)
-        stop_cluster(dash)
+        # Every process of this head: the GCS (which only its port and temp dir name),
+        # the raylet, the dashboard and its agents, the job's driver and the workers.
+        stop_cluster(port, ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

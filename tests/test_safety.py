@@ -7,9 +7,7 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from pipelines import exit_codes
 from pipelines.cli import main
+from local_cluster import run_cli, short_temp_dir
 from scripted_llm import ScriptedLLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,24 +273,25 @@ def test_credentials_appear_in_no_output_log_or_error(s3_store: str, tmp_path: P
     lines = [json.dumps({"id": f"q{i}", "question": q, "context": f"Place {i} lies north."}) for i, q in enumerate(questions)]
     s3.put_object(Bucket="rb-in", Key="q/part-0.jsonl", Body="\n".join(lines).encode())
 
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rbsafe", dir="/tmp"))
-    with ScriptedLLM(api_key=API_KEY) as llm:
-        cfg = {
-            "input": {"path": "s3://rb-in/q/", "format": "jsonl"},
-            "output": {"path": "s3://rb-out/run"},
-            "experts": [{"name": "api", "kind": "openai-compatible", "base_url": llm.base_url, "model": "scripted",
-                         "api_key_env": KEY_ENV, "max_retries": 1, "retry_backoff_s": 0.01, "timeout_s": 20,
-                         "prompt_template": "Context: {context}\nQuestion: {question}\nAnswer:"}],
-            "router": {"kind": "fixed", "expert": "api"},
-            "ray": {"num_cpus": 2, "num_gpus": 0},
-            "execution": {"batch_size": 8},
-        }
-        (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "run", str(tmp_path / "job.yaml"), "--no-progress", "--json"],
-            cwd=REPO, env={**os.environ, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True, timeout=400,
-        )
+    ray_tmp = short_temp_dir("rbsafe")
     try:
+        with ScriptedLLM(api_key=API_KEY) as llm:
+            cfg = {
+                "input": {"path": "s3://rb-in/q/", "format": "jsonl"},
+                "output": {"path": "s3://rb-out/run"},
+                "experts": [{"name": "api", "kind": "openai-compatible", "base_url": llm.base_url, "model": "scripted",
+                             "api_key_env": KEY_ENV, "max_retries": 1, "retry_backoff_s": 0.01, "timeout_s": 20,
+                             "prompt_template": "Context: {context}\nQuestion: {question}\nAnswer:"}],
+                "router": {"kind": "fixed", "expert": "api"},
+                "ray": {"num_cpus": 2, "num_gpus": 0},
+                "execution": {"batch_size": 8},
+            }
+            (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
+            # The job's Ray lives under ray_tmp and is ended even if the run times out.
+            proc = run_cli(
+                [sys.executable, "-m", "pipelines.cli", "run", str(tmp_path / "job.yaml"), "--no-progress", "--json"],
+                ray_tmp=ray_tmp, cwd=REPO, capture_output=True, text=True, timeout=400,
+            )
         assert proc.returncode == exit_codes.COMPLETED_WITH_ERRORS, proc.stderr[-3000:]
         assert llm.bad_auth == 0 and llm.requests["Why LEAK this?"] == 2  # the key was sent, and echoed back twice
 
