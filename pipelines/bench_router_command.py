@@ -96,6 +96,14 @@ def _learned_cascade_lines(setting: Optional[dict], train: str) -> list[str]:
 def format_report(report: dict) -> str:
     lines = []
     best, orc = report["best_single"], report["oracle"]
+    d = report.get("deployed")
+    if d:
+        lines.append(f"deployed (the setting a job runs, chosen on train): {d['router']} {d['label']}")
+        lines.append(f"  test cost {d['test_cost']:.3g}, F1 {d['test_f1']:.4f}: {_fmt(d['savings_vs_best'], True).strip()} below "
+                     f"{best['name']} (best on test), {100 * d['f1_vs_best']:+.2f} F1 points; "
+                     f"{_fmt(d['savings_vs_training_best'], True).strip()} below {d['training_best']} (best on train), "
+                     f"{100 * d['f1_vs_training_best']:+.2f} points")
+        lines.append("")
     lines.append(f"test questions: {report['n_test']} (train {report['n_train']}); encoder: {report['encoder'] or 'none'}")
     lines.append("")
     lines.append(f"{'expert':32s} {'F1':>7s} {'EM':>7s} {'cost':>7s}")
@@ -104,7 +112,7 @@ def format_report(report: dict) -> str:
     lines.append(f"{'best single: ' + best['name']:32s} {_fmt(best['f1'])} {'':7s} {_fmt(best['cost'])}")
     lines.append(f"{'oracle':32s} {_fmt(orc['f1'])} {'':7s} {_fmt(orc['cost'])}")
     lines.append("")
-    lines.append(f"{'router':18s} {'kind':9s} {'maxF1':>7s} {'cost@F1-1pt':>11s} {'savings':>8s} {'F1@cost<=best':>13s} {'gap closed':>10s}")
+    lines.append(f"{'router':18s} {'kind':9s} {'maxF1':>7s} {'cost@F1-1pt':>11s} {'savings':>8s} {'F1@cost<=best':>13s} {'gap closed':>10s}   (curve figures: best point of each test curve)")
     for name, r in report["routers"].items():
         mark = "*" if name == report["best_router"] else " "
         lines.append(

@@ -294,3 +294,44 @@ def test_a_checkpoint_turns_budgets_and_targets_into_thresholds(tmp_path):
     # The out-of-fold outcomes are what a model that never saw the question decided.
     assert lc.oof_f1_.shape == (len(lc.thresholds_), 160) and np.all(lc.oof_cost_ >= 1.0)
     assert [c for c, _ in lc.train_curve_] == pytest.approx(list(lc.oof_cost_.mean(axis=1)))
+
+
+def test_thresholds_sit_where_rows_change_their_decision():
+    from routing.learned_cascade import threshold_grid
+
+    rng = np.random.default_rng(3)
+    # Scores bunched near 0.9 (as fitted step models give): an even grid would put one
+    # threshold among them; the quantile grid puts most there.
+    step1 = np.clip(0.9 + 0.01 * rng.normal(size=(500, 1)), 0, 1)
+    step2 = np.full((500, 2), -np.inf)
+    grid = threshold_grid([step1, step2], 51)
+    assert grid[0] == 0.0 and grid[-1] == 1.0 and np.all(np.diff(grid) > 0)
+    assert np.sum((grid > 0.85) & (grid < 0.95)) >= 40
+
+
+def test_deployed_choice_is_the_cheapest_within_tolerance_else_the_best():
+    from routing.learned_cascade import deployed_choice
+
+    ref = np.full(4, 0.8)
+    f1 = np.array([[0.5] * 4, [0.79] * 4, [0.82] * 4, [0.8] * 4])
+    cost = np.array([[1.0] * 4, [2.0] * 4, [5.0] * 4, [9.0] * 4])
+    t, rank = deployed_choice(f1, cost, ref, tolerance=0.01)
+    assert t == 1 and rank[0] == 0
+    assert deployed_choice(f1, cost, ref, tolerance=0.0)[0] == 2
+    t, rank = deployed_choice(f1[:2], cost[:2], ref, tolerance=0.0)  # nothing qualifies
+    assert t == 1 and rank[0] == 1
+    # A margin of standard errors asks more of a noisy setting than of a steady one.
+    noisy = np.array([[0.75, 0.85, 0.75, 0.85], [0.8] * 4])
+    assert deployed_choice(noisy, cost[:2], ref, tolerance=0.0, margin_se=0.0)[0] == 0
+    assert deployed_choice(noisy, cost[:2], ref, tolerance=0.0, margin_se=1.0)[0] == 1
+
+
+def test_chains_leave_out_experts_a_cheaper_one_beats(tmp_path):
+    replay = load_replay(_synthetic(tmp_path / "r"))
+    names = list(replay.expert_names)
+    lc = LearnedCascade()
+    mean_f1 = np.array([{"A": 0.5, "B": 0.4, "F": 0.9}[n] for n in names])  # B (cost 2) is beaten by the cheaper A
+    chains = lc._chains(names, replay.costs, names.index("F"), mean_f1)
+    assert [[names[j] for j in c] for c in chains] == [["A", "F"]]
+    every = LearnedCascade(candidates="all")._chains(names, replay.costs, names.index("F"), mean_f1)
+    assert len(every) == 3
