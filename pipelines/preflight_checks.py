@@ -51,6 +51,27 @@ def check_local_model(field: str, model: str) -> None:
         )
 
 
+def check_model_sources(experts: Sequence[object]) -> None:
+    """Every local model an expert loads is where its config says, with what loading it
+    needs installed: a saved model folder, an installed weight package (`package:NAME`),
+    a GGUF file in its folder and the `gguf`/`accelerate` packages that read it. Called
+    before Ray starts by the job, `validate`, `profile` and `serve`."""
+    from routing.config import HFCausalLMExpert, HFExtractiveQAExpert
+    from routing.model_sources import ModelSourceError, check_local_source
+
+    for e in experts:
+        field = f"experts.{e.name}.model"
+        if isinstance(e, HFCausalLMExpert):
+            try:
+                folder = check_local_source(field, e.model, e.gguf_file)
+            except ModelSourceError as exc:
+                raise ConfigError(str(exc)) from None
+            if folder is not None and e.gguf_file is None:
+                check_local_model(field, folder)
+        elif isinstance(e, HFExtractiveQAExpert) and e.model.startswith(("/", ".", "~")):
+            check_local_model(field, e.model)
+
+
 def check_output_location(output: str) -> None:
     """The output's bucket (S3) or parent folder (local) must exist and be reachable.
 

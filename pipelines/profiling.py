@@ -27,6 +27,7 @@ from operators.ledger import RunLedger
 from operators.schema import WORK_SCHEMA, rows_to_table, empty_row
 from pipelines.batch_job import inspect_input, new_run_id, ray_for, read_rows
 from pipelines.input_files import resolve_input
+from pipelines.preflight_checks import check_model_sources
 from pipelines.resources import plan_resources
 from routing.config import ConfigError, JobConfig
 from routing.profiling_policy import AdaptiveProfiler
@@ -121,6 +122,7 @@ def run_profile(
     if reference is not None and reference not in names:
         raise ConfigError(f"--reference: unknown expert {reference!r} (known: {names})")
     files = resolve_input(config.input)
+    check_model_sources(config.experts)
     readable, _, unreadable = inspect_input(config, files)
     # One actor per expert for the whole profile, regardless of the pools' minimums.
     profile_config = config.model_copy(

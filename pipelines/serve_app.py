@@ -364,7 +364,8 @@ def _deployment_messages(app: Any) -> str:
 
 
 def check_servable(config: JobConfig) -> None:
-    """ConfigError for a router the endpoint cannot run as the batch job does.
+    """ConfigError for a router the endpoint cannot run as the batch job does, or for a
+    local model that is not where its config says (as the batch job's preflight checks).
 
     A cascade's later steps happen inside the batch job's expert stages; the endpoint
     would only ever ask its first stage, a silently different answer. Refused instead.
@@ -374,6 +375,9 @@ def check_servable(config: JobConfig) -> None:
             f"router.kind: {config.router.kind} runs in the batch job (routebatch run) only; routebatch serve does not run "
             "cascades yet, so serve this config with a fixed, rule or checkpoint router"
         )
+    from pipelines.preflight_checks import check_model_sources
+
+    check_model_sources(config.experts)
 
 
 def start_endpoint(config: JobConfig, *, host: str = "127.0.0.1", port: int = 8000) -> Endpoint:

