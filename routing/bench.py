@@ -45,7 +45,7 @@ from routing.evaluation import (
     upper_hull,
 )
 from routing.features import RouterFeaturizer
-from routing.learned_cascade import LearnedCascade
+from routing.learned_cascade import LearnedCascade, deployed_choice
 from routing.policy import choose_setting_for_accuracy, lambda_grid, lambda_settings, sweep
 from routing.replay_data import ReplaySet, grouped_folds, load_scored_replay
 from routing.routers import make_router
@@ -303,12 +303,14 @@ def deployed_figures(results: dict[str, MethodResult], train: ReplaySet, test: R
     if not with_setting:
         return None
 
-    def rank(k: str) -> tuple:
-        st = with_setting[k]
-        ok = st["train_f1"] >= float(train_f1[ref]) - 0.01 - 1e-12
-        return (0, st["train_cost"], -st["train_f1"]) if ok else (1, -st["train_f1"], st["train_cost"])
-
-    name = min(sorted(with_setting), key=rank)
+    names = sorted(with_setting)
+    # The same rule as a learned cascade's own setting, on each method's training means.
+    t, _ = deployed_choice(
+        np.array([[with_setting[k]["train_f1"]] for k in names]),
+        np.array([[with_setting[k]["train_cost"]] for k in names]),
+        np.array([float(train_f1[ref])]), tolerance=0.01,
+    )
+    name = names[t]
     st = with_setting[name]
     test_f1 = np.nan_to_num(test.f1, nan=0.0)
     ref_cost, ref_f1 = float(test.costs[ref]), float(test_f1[:, ref].mean())

@@ -293,7 +293,6 @@ class LearnedCascade:
                     best = (rank, chain, l2, thresholds, of1, ocost, t)
         assert best is not None
         _, chain, l2, self.thresholds_, self.oof_f1_, self.oof_cost_, pick = best
-        self.pick_ = pick
         self.reference_f1_ = f1[:, final].copy()
         self.train_curve_ = _mean_curve((self.oof_f1_, self.oof_cost_), np.arange(n))
         cost, f = self.train_curve_[pick]
@@ -342,9 +341,8 @@ class LearnedCascade:
         `tolerance` (default: the constructor's) of the final expert alone, or the
         best-scoring one if none is."""
         self._check_fitted()
-        if tolerance is None:
-            return self.pick_
-        return deployed_choice(self.oof_f1_, self.oof_cost_, self.reference_f1_, tolerance, self.margin_se)[0]
+        tol = self.tolerance if tolerance is None else tolerance
+        return deployed_choice(self.oof_f1_, self.oof_cost_, self.reference_f1_, tol, self.margin_se)[0]
 
     def trails(self, replay: ReplaySet) -> list[list[Optional[str]]]:
         idx = [replay.expert_names.index(c) for c in self.model_.chain]
