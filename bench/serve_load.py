@@ -166,9 +166,9 @@ def _measure(args: argparse.Namespace, ap: argparse.ArgumentParser) -> dict[str,
     import ray
 
     from pipelines.batch_job import run_job, start_ray
-    from pipelines.serve_app import APP_NAME, start_endpoint, stop_endpoint
-    from routing.config import load_config
-    from routing.squad import load_squad
+    from pipelines.serve.app import APP_NAME, start_endpoint, stop_endpoint
+    from routing.core.config import load_config
+    from routing.answers.squad import load_squad
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     config = load_config(args.config)

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from operators.schema import WORK_SCHEMA
 from operators.stages import AnswerWithExpert
-from routing.config import HFExtractiveQAExpert, ReplayExpert
+from routing.core.config import HFExtractiveQAExpert, ReplayExpert
 
 
 class ExpertWorker:

@@ -14,9 +14,9 @@ from typing import Any, Optional
 import pyarrow as pa
 
 from operators.schema import WORK_SCHEMA, empty_row, rows_to_table
-from routing.config import ColumnMapping
-from routing.storage import strip_bom
-from routing.validation import INVALID_INPUT, check_row
+from routing.core.config import ColumnMapping
+from routing.core.storage import strip_bom
+from routing.answers.validation import INVALID_INPUT, check_row
 
 
 # What `json.loads` raises besides JSONDecodeError on hostile input: ValueError for an

@@ -66,3 +66,40 @@ def expert_batch_rows(batch_size: int, n_experts: int) -> int:
     """Rows per call of each expert stage: a batch per expert, so an expert's share of
     a batch that the router split between `n_experts` is about one batch on average."""
     return batch_size * max(1, n_experts)
+
+
+# Forward passes each expert call should hold at least: a call's last pass is part
+# full (half on average), so k passes per call give a mean fill of about (k - 0.5) / k.
+PASSES_PER_CALL = 8
+# The smallest routed share a call size is computed for; an expert expected to get less
+# (or nothing) is sized as if it got this, so one call never grows past 1 / MIN_SHARE
+# times its own rows.
+MIN_SHARE = 0.02
+
+
+def expert_call_rows(batch_size: int, expert_batch_size: int, share: float) -> int:
+    """Rows per call of an expert stage, from the share of rows the router is expected
+    to send it.
+
+    Every row visits every expert stage and each stage answers only its own rows, so an
+    expert that gets 10 % of the rows, in calls sized for the average expert, runs
+    passes about a tenth full. Sizing the call as (own rows wanted) / share keeps the
+    expert's own rows per call about the same whatever its share: at least
+    PASSES_PER_CALL x its batch_size (rows, or windows for extractive QA, which has at
+    least one window per row), and never fewer than one `execution.batch_size`.
+    """
+    own = max(batch_size, PASSES_PER_CALL * expert_batch_size)
+    return int(-(-own // max(min(share, 1.0), MIN_SHARE)))
+
+
+def sample_shares(router_spec: object, expert_names: list[str], questions: list, contexts: list) -> dict[str, float]:
+    """Each expert's share of a first sample of rows, routed by the job's own router
+    (built here, in the driver, from the same spec the router actor uses). Experts the
+    sample never reached get 0; an empty sample gives every expert an equal share."""
+    from routing.rules import build_router
+
+    pairs = [(q, c) for q, c in zip(questions, contexts) if isinstance(q, str) and isinstance(c, str)]
+    if not pairs:
+        return {n: 1.0 / max(1, len(expert_names)) for n in expert_names}
+    routes = build_router(router_spec).route([q for q, _ in pairs], [c for _, c in pairs])
+    return {n: sum(r == n for r in routes) / len(routes) for n in expert_names}

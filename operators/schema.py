@@ -15,6 +15,12 @@ import pyarrow as pa
 # is null where the stage gave none (an error), which agrees with nothing.
 CASCADE_TRAIL_TYPE = pa.list_(pa.struct([("answer", pa.string()), ("score", pa.float64())]))
 
+# One entry per expert call that answered the row: the expert, and the row's share of
+# that call's forward passes and of their summed fill (held / batch_size per pass).
+# Summed over an expert's rows these give its passes and its fill exactly, so the mean
+# fill per pass is sum(fill) / sum(passes), computed from the output alone.
+BATCH_FILL_TYPE = pa.list_(pa.struct([("expert", pa.string()), ("passes", pa.float64()), ("fill", pa.float64())]))
+
 WORK_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -36,6 +42,7 @@ WORK_SCHEMA = pa.schema(
         ("answered_at", pa.float64()),
         ("error", pa.string()),
         ("run_id", pa.string()),
+        ("batch_fill", BATCH_FILL_TYPE),
         # Cascade routers only, internal: the stage answers so far, which the next
         # stage needs to decide. Not written (see INTERNAL_COLUMNS).
         ("cascade_trail", CASCADE_TRAIL_TYPE),

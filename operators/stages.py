@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.cascade import cascade_updates
+from operators.cascade_stages import cascade_updates
 from operators.read_input import UnreadableFile, parse_jsonl, parse_squad
-from operators.runner_base import ExpertRunner, RunnerOutput
+from operators.runners.base import ExpertRunner, RunnerOutput
 from operators.schema import INTERNAL_COLUMNS, WORK_SCHEMA, rows_to_table
-from routing.config import (
+from routing.core.config import (
     CascadeRouter,
     ColumnMapping,
     HFCausalLMExpert,
@@ -27,10 +27,10 @@ from routing.config import (
     OpenAICompatibleExpert,
     ReplayExpert,
 )
-from routing.cascade import CascadePlan
-from routing.learned_cascade import LearnedCascadePlan
-from routing.costs import charge_rows
-from routing.validation import DuplicateIdTracker
+from routing.cascades.agreement import CascadePlan
+from routing.cascades.learned import LearnedCascadePlan
+from routing.core.costs import charge_rows
+from routing.answers.validation import DuplicateIdTracker
 
 log = logging.getLogger("routebatch")
 
@@ -99,22 +99,35 @@ class RouteRows:
         return batch.set_column(batch.schema.get_field_index("expert"), "expert", pa.array(experts, pa.string()))
 
 
+class CheckAndRoute(RouteRows):
+    """The duplicate-id check and the router in one actor: both must be single actors
+    that see every row, so one process (started once, ~1-1.5 s of a 2-core machine)
+    does both, flagging duplicates first so a duplicate row is never routed."""
+
+    def __init__(self, router_spec: Any, expert_names: list[str]) -> None:
+        super().__init__(router_spec, expert_names)
+        self.dedupe = FlagDuplicateIds()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return super().__call__(self.dedupe(batch))
+
+
 def build_runner(
     spec: HFExtractiveQAExpert | ReplayExpert | HFCausalLMExpert | OpenAICompatibleExpert,
 ) -> ExpertRunner:
     if isinstance(spec, ReplayExpert):
-        from operators.replay import ReplayRunner
+        from operators.runners.replay import ReplayRunner
 
         return ReplayRunner(spec)
     if isinstance(spec, HFCausalLMExpert):
-        from operators.hf_causal import HFCausalLMRunner
+        from operators.runners.hf_causal import HFCausalLMRunner
 
         return HFCausalLMRunner(spec)
     if isinstance(spec, OpenAICompatibleExpert):
-        from operators.openai_compat import OpenAICompatibleRunner
+        from operators.runners.openai_compat import OpenAICompatibleRunner
 
         return OpenAICompatibleRunner(spec)
-    from operators.hf_qa import HFExtractiveQARunner
+    from operators.runners.hf_qa import HFExtractiveQARunner
 
     return HFExtractiveQARunner(spec)
 
@@ -191,7 +204,7 @@ class AnswerWithExpert:
     ) -> None:
         """`cascade`: the job's cascade (an agreement-cascade router spec, or a plan the
         driver built, e.g. a learned cascade loaded from its checkpoint); the stage then
-        takes the cascade's next step for the rows it answers (operators/cascade.py)."""
+        takes the cascade's next step for the rows it answers (operators/cascade_stages.py)."""
         self.spec = spec
         self.batch_timeout_s = batch_timeout_s
         plan = CascadePlan.from_spec(cascade) if isinstance(cascade, CascadeRouter) else cascade
@@ -253,7 +266,20 @@ class AnswerWithExpert:
         }
         if self.cascade_plan is not None:
             updates = cascade_updates(self.cascade_plan, self.spec.name, batch, idx, updates)
+        updates["batch_fill"] = self._fill_entries(batch, take, len(idx))
         return scatter_rows(batch, idx, updates)
+
+    def _fill_entries(self, batch: pa.Table, take: pa.Array, n: int) -> list:
+        """The rows' `batch_fill` lists with this call's entry appended (see
+        operators/schema.py): the passes the runner logged during the call, spread
+        evenly over the n rows it answered. A runner that keeps no log adds nothing."""
+        log_ = getattr(self.runner, "passes", None)
+        passes = log_.drain() if log_ is not None else []
+        prior = batch.column("batch_fill").take(take).to_pylist()
+        if not passes:
+            return prior
+        entry = {"expert": self.spec.name, "passes": len(passes) / n, "fill": sum(h / c for h, c in passes) / n}
+        return [(p or []) + [entry] for p in prior]
 
 
 def scatter_rows(batch: pa.Table, idx: np.ndarray, updates: dict[str, list]) -> pa.Table:

@@ -21,12 +21,13 @@ import pyarrow.fs as pafs
 from operators.ledger import RunLedger
 from operators.stages import (
     AnswerWithExpert,
+    CheckAndRoute,
     FlagDuplicateIds,
     RouteRows,
     drop_context,
 )
 from operators.read_input import normalize_table
-from operators.rebatch import expert_batch_rows, split_into_batches
+from operators.rebatch import expert_batch_rows, expert_call_rows, sample_shares, split_into_batches
 from operators.stages import parse_files
 from pipelines.input_files import InputFiles, parquet_row_counts, parquet_schema_groups, resolve_input
 from pipelines.preflight_checks import check_exists, check_model_sources, check_output_location, check_router_checkpoint
@@ -51,7 +52,7 @@ from pipelines.shards import (
     write_run_record,
 )
 from pipelines.summary import SUMMARY_FILE, Summary, build_summary, count_rows, write_summary
-from routing.config import (
+from routing.core.config import (
     CascadeRouter,
     ConfigError,
     ExpertSpec,
@@ -61,9 +62,9 @@ from routing.config import (
     load_config,
     ReplayExpert,
 )
-from routing.cascade import CascadePlan
-from routing.learned_cascade import LearnedCascadePlan
-from routing.storage import exists, filesystem_and_path, is_s3, join
+from routing.cascades.agreement import CascadePlan
+from routing.cascades.learned import LearnedCascadePlan
+from routing.core.storage import exists, filesystem_and_path, is_s3, join
 
 log = logging.getLogger("routebatch")
 
@@ -94,7 +95,7 @@ def preflight(config: JobConfig, output: str, overwrite: bool, resume: bool = Fa
         if isinstance(e, ReplayExpert):
             check_exists(f"experts.{e.name}.predictions", e.predictions, "point it at a JSON file of recorded answers")
         if isinstance(e, OpenAICompatibleExpert):
-            from operators.openai_compat import api_key_problem
+            from operators.runners.openai_compat import api_key_problem
 
             problem = api_key_problem(e)
             if problem:
@@ -174,8 +175,9 @@ def _normalize_batch(batch, columns, run_id):
     return normalize_table(batch, columns, run_id)
 
 
-def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
-    """Input files -> checked work rows (WORK_SCHEMA), duplicates flagged. Lazy."""
+def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger, dedupe: bool = True):
+    """Input files -> checked work rows (WORK_SCHEMA), duplicates flagged (unless
+    `dedupe` is False: the batch job flags them in its router actor). Lazy."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -218,14 +220,51 @@ def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id:
     # stage takes per call, so every stage pipelines and every actor of a pool gets a
     # share (operators/rebatch.py, measured in bench/RESULTS.md).
     ds = split_into_batches(ds, expert_batch_rows(batch, len(config.experts)), LIGHT_TASK_CPUS)
-    ds = ds.map_batches(
-        FlagDuplicateIds,
-        compute=ActorPoolStrategy(size=1),
-        batch_format="pyarrow",
-        batch_size=batch,
-        num_cpus=DEDUPE_ACTOR_CPUS,
-    )
+    if dedupe:
+        ds = ds.map_batches(
+            FlagDuplicateIds,
+            compute=ActorPoolStrategy(size=1),
+            batch_format="pyarrow",
+            batch_size=batch,
+            num_cpus=DEDUPE_ACTOR_CPUS,
+        )
     return ds
+
+
+SHARE_SAMPLE_ROWS = 2048
+
+
+def expected_shares(config: JobConfig, files: InputFiles, readable: list[str]) -> dict[str, float]:
+    """Each expert's expected share of the rows, for sizing its stage's calls.
+
+    Parquet input: the job's router applied in the driver to a first sample (the first
+    rows of up to 8 files, SHARE_SAMPLE_ROWS in all; nothing more is read). A cascade
+    sends every row to its first expert and fewer on; its later experts, and any input
+    that is not Parquet, get an equal share (the sizing of earlier releases)."""
+    names = [e.name for e in config.experts]
+    equal = {n: 1.0 / len(names) for n in names}
+    if isinstance(config.router, (CascadeRouter, LearnedCascadeRouter)):
+        first = expert_stage_order(config)[0].name
+        return {**equal, first: 1.0}
+    if config.input.format != "parquet" or not readable:
+        return equal
+    import pyarrow.parquet as pq
+
+    cols = config.input.columns
+    picked = readable[:8]
+    questions: list = []
+    contexts: list = []
+    try:
+        for path in picked:
+            with files.filesystem.open_input_file(path) as fh:
+                for b in pq.ParquetFile(fh).iter_batches(batch_size=SHARE_SAMPLE_ROWS // len(picked), columns=[cols.question, cols.context]):
+                    questions += b.column(0).to_pylist()
+                    contexts += b.column(1).to_pylist()
+                    break
+        return sample_shares(config.router, names, questions, contexts)
+    except Exception as exc:  # noqa: BLE001 - sizing is an optimisation; the job must not fail on it
+        log.warning("cannot sample the input to size the expert calls (%s); equal shares assumed", exc)
+        return equal
 
 
 def expert_stage_class(name: str) -> type:
@@ -240,7 +279,7 @@ def cascade_plan(config: JobConfig) -> Optional[CascadePlan | LearnedCascadePlan
     if isinstance(config.router, CascadeRouter):
         return CascadePlan.from_spec(config.router)
     if isinstance(config.router, LearnedCascadeRouter):
-        from routing.cascade_checkpoint import plan_from_spec
+        from routing.cascades.checkpoint import plan_from_spec
 
         plan = plan_from_spec(config.router)
         log.info("router: learned cascade %s", plan.describe())
@@ -270,9 +309,9 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
 
     batch = config.execution.batch_size
     light = {"num_cpus": LIGHT_TASK_CPUS}
-    ds = read_rows(config, files, readable, run_id, ledger)
+    ds = read_rows(config, files, readable, run_id, ledger, dedupe=False)
     ds = ds.map_batches(
-        RouteRows,
+        CheckAndRoute,
         fn_constructor_args=(config.router, [e.name for e in config.experts]),
         compute=ActorPoolStrategy(size=1),
         batch_format="pyarrow",
@@ -280,6 +319,8 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
         num_cpus=ROUTER_ACTOR_CPUS,
     )
     cascade = cascade_plan(config)
+    shares = expected_shares(config, files, readable)
+    log.info("expert call sizes from expected shares %s", {n: round(v, 3) for n, v in shares.items()})
     for expert in expert_stage_order(config, cascade):
         remote_args = {"resources": dict(expert.resources.custom)} if expert.resources.custom else {}
         ds = ds.map_batches(
@@ -289,8 +330,9 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
             compute=ActorPoolStrategy(min_size=expert.pool.min_actors, max_size=expert.pool.max_actors),
             batch_format="pyarrow",
             # The router splits each batch between the experts: a call of this size
-            # holds about one batch of this expert's own rows.
-            batch_size=expert_batch_rows(batch, len(config.experts)),
+            # holds about PASSES_PER_CALL full passes of this expert's own rows,
+            # whatever its share (operators/rebatch.py, bench/RESULTS.md).
+            batch_size=expert_call_rows(batch, expert.batch_size, shares[expert.name]),
             num_cpus=expert.resources.num_cpus,
             num_gpus=expert.resources.num_gpus,
             # Ray Data's actor pools restart a dead actor and retry its batch by default

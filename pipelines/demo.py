@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from routing.config import load_config
+from routing.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "examples" / "squad-replay.yaml"
@@ -231,9 +231,9 @@ def run_demo(
     from pipelines.batch_job import ray_for, run_job
     from pipelines.preflight_checks import check_model_sources
     from pipelines.profiling import run_profile
-    from pipelines.report import write_report
+    from pipelines.reports.write import write_report
     from pipelines.resources import plan_resources
-    from routing.cascade_checkpoint import save_learned_cascade
+    from routing.cascades.checkpoint import save_learned_cascade
     from routing.training import train_learned_cascade, train_router_checkpoint
 
     if router not in DEMO_ROUTERS:

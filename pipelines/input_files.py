@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from routing.config import ConfigError, InputSpec
-from routing.storage import filesystem_and_path, is_s3
+from routing.core.config import ConfigError, InputSpec
+from routing.core.storage import filesystem_and_path, is_s3
 
 EXTENSIONS = {"parquet": (".parquet", ".pq"), "jsonl": (".jsonl", ".json", ".jsonl.gz"), "squad": (".json",)}
 _GLOB_CHARS = "*?["

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import pyarrow.fs as pafs
 
-from routing.config import CheckpointRouter, ConfigError, LearnedCascadeRouter
-from routing.storage import exists, filesystem_and_path, is_s3, join
+from routing.core.config import CheckpointRouter, ConfigError, LearnedCascadeRouter
+from routing.core.storage import exists, filesystem_and_path, is_s3, join
 
 # What `save_pretrained` always writes into a model folder.
 MODEL_CONFIG_FILE = "config.json"
@@ -56,8 +56,8 @@ def check_model_sources(experts: Sequence[object]) -> None:
     needs installed: a saved model folder, an installed weight package (`package:NAME`),
     a GGUF file in its folder and the `gguf`/`accelerate` packages that read it. Called
     before Ray starts by the job, `validate`, `profile` and `serve`."""
-    from routing.config import HFCausalLMExpert, HFExtractiveQAExpert
-    from routing.model_sources import ModelSourceError, check_local_source
+    from routing.core.config import HFCausalLMExpert, HFExtractiveQAExpert
+    from routing.core.model_sources import ModelSourceError, check_local_source
 
     for e in experts:
         field = f"experts.{e.name}.model"
@@ -114,7 +114,7 @@ def check_router_checkpoint(router: CheckpointRouter | LearnedCascadeRouter, exp
         return
     if is_s3(router.checkpoint):
         return
-    from routing.checkpoint import CheckpointError, RouterCheckpoint
+    from routing.routers.checkpoint import CheckpointError, RouterCheckpoint
 
     try:
         checkpoint = RouterCheckpoint.load(router.checkpoint)
@@ -139,8 +139,8 @@ def _check_learned_cascade(router: LearnedCascadeRouter, expert_names: Sequence[
             "router.checkpoint: a learned cascade is read by the driver to order the expert stages; "
             "copy the checkpoint directory (two small files) to a local path and point router.checkpoint there"
         )
-    from routing.cascade_checkpoint import checkpoint_format, plan_from_spec
-    from routing.checkpoint_files import CheckpointError
+    from routing.cascades.checkpoint import checkpoint_format, plan_from_spec
+    from routing.core.checkpoint_files import CheckpointError
 
     try:
         plan = plan_from_spec(router)

@@ -4,7 +4,7 @@ per-question results a router is trained from.
 The sample is drawn uniformly from the whole input (reservoir sampling over the
 stream, so memory holds only the sample). Experts run as one Ray actor each, on
 sub-batches of the sample; after each batch the adaptive profiler
-(`routing.profiling_policy`) decides which experts are still worth profiling and
+(`routing.calibration.profiling_policy`) decides which experts are still worth profiling and
 whether profiling should stop altogether because more would cost more than it can
 save. The output directory has the replay layout (`questions.json`,
 `predictions/<expert>.json`, `costs.json`) that `train-router` and `bench-router`
@@ -29,10 +29,10 @@ from pipelines.batch_job import inspect_input, new_run_id, ray_for, read_rows
 from pipelines.input_files import resolve_input
 from pipelines.preflight_checks import check_model_sources
 from pipelines.resources import plan_resources
-from routing.config import ConfigError, JobConfig
-from routing.profiling_policy import AdaptiveProfiler
-from routing.squad import exact_match, iter_squad, score_one
-from routing.storage import join, read_bytes, strip_bom, write_bytes
+from routing.core.config import ConfigError, JobConfig
+from routing.calibration.profiling_policy import AdaptiveProfiler
+from routing.answers.squad import exact_match, iter_squad, score_one
+from routing.core.storage import join, read_bytes, strip_bom, write_bytes
 
 log = logging.getLogger("routebatch")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from routing.config import JobConfig
+from routing.core.config import JobConfig
 
 # CPU share of the light stages (reading, parsing, writing): small, so that on a
 # 2-core machine they never starve the experts, but non-zero, so Ray can place them.
@@ -51,8 +51,8 @@ def plan_resources(config: JobConfig) -> ResourcePlan:
     plan = ResourcePlan()
     # One light task at a time must always fit beside the actors, or reading stalls.
     plan.stages.append(StageDemand("input (read/parse/write tasks)", {"CPU": LIGHT_TASK_CPUS}, 1))
-    plan.stages.append(StageDemand("duplicate-id check", {"CPU": DEDUPE_ACTOR_CPUS}, 1))
-    plan.stages.append(StageDemand("router", {"CPU": ROUTER_ACTOR_CPUS}, 1))
+    # One actor checks duplicate ids and routes (pipelines/batch_job.py, CheckAndRoute).
+    plan.stages.append(StageDemand("duplicate-id check and router", {"CPU": ROUTER_ACTOR_CPUS}, 1))
     for e in config.experts:
         per_actor = {"CPU": e.resources.num_cpus, "GPU": e.resources.num_gpus, **e.resources.custom}
         plan.stages.append(
@@ -134,7 +134,7 @@ def autoscaler_nodes(cluster_config: str) -> list[dict[str, float]]:
     the check can only err towards refusing, never towards a stall."""
     import yaml
 
-    from routing.storage import read_bytes
+    from routing.core.storage import read_bytes
 
     config = yaml.safe_load(read_bytes(cluster_config)) or {}
     head = config.get("head_node_type")

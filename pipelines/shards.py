@@ -17,7 +17,7 @@ from typing import Optional
 
 import pyarrow.fs as pafs
 
-from routing.storage import exists, filesystem_and_path, join, read_bytes, write_bytes
+from routing.core.storage import exists, filesystem_and_path, join, read_bytes, write_bytes
 
 SHARD_MARKERS = "_shards"
 RUN_FILE = "_run.json"

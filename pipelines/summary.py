@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 from operators.schema import error_kind
 from pipelines import exit_codes
-from routing.config import JobConfig
-from routing.storage import filesystem_and_path, join, write_bytes
+from routing.core.config import JobConfig
+from routing.core.storage import filesystem_and_path, join, write_bytes
 
 SUMMARY_FILE = "_summary.json"
 
@@ -39,6 +39,11 @@ class ExpertTotals:
     input_tokens: int = 0
     output_tokens: int = 0
     expert_seconds: float = 0.0
+    # Forward passes (request waves for HTTP experts) the expert ran for these rows, and
+    # their mean fill: rows or windows held per pass over its batch_size. None where
+    # the output carries no fill figures (runs from before they were recorded).
+    forward_passes: float = 0.0
+    mean_batch_fill: Optional[float] = None
 
 
 @dataclass
@@ -118,6 +123,10 @@ def output_totals(output: str) -> tuple[int, dict[str, ExpertTotals], dict[str, 
     errors: dict[str, int] = {}
     rows = answered = 0
     cols = ["expert", "answer", "error", *_SUM_COLUMNS]
+    has_fill = "batch_fill" in dataset.schema.names
+    if has_fill:
+        cols.append("batch_fill")
+    fill_sums: dict[str, float] = {}
     for file in dataset.files:
         with fs.open_input_file(file) as fh:
             for batch in pq.ParquetFile(fh).iter_batches(batch_size=_SUMMARY_BATCH_ROWS, columns=cols, use_threads=False):
@@ -148,7 +157,29 @@ def output_totals(output: str) -> tuple[int, dict[str, ExpertTotals], dict[str, 
                     t.input_tokens += int(pc.sum(batch.column("input_tokens").filter(mask)).as_py() or 0)
                     t.output_tokens += int(pc.sum(batch.column("output_tokens").filter(mask)).as_py() or 0)
                     t.expert_seconds += float(pc.sum(batch.column("expert_seconds").filter(mask)).as_py() or 0.0)
+                if has_fill and "batch_fill" in batch.schema.names:
+                    _add_fill(batch.column("batch_fill"), experts, fill_sums)
+    for name, t in experts.items():
+        if t.forward_passes > 0:
+            t.mean_batch_fill = fill_sums.get(name, 0.0) / t.forward_passes
     return rows, experts, errors, answered
+
+
+def _add_fill(column: pa.Array, experts: dict[str, ExpertTotals], fill_sums: dict[str, float]) -> None:
+    """Add one batch's `batch_fill` entries (operators/schema.py) to each expert's
+    passes and summed fill, keyed by the expert named in the entry: in a cascade a row
+    carries one entry per expert it was asked, whichever expert it ended with."""
+    entries = pc.list_flatten(column)
+    if len(entries) == 0:
+        return
+    names = entries.field("expert")
+    for name in pc.unique(names).to_pylist():
+        if name is None:
+            continue
+        mask = pc.fill_null(pc.equal(names, name), False)
+        t = experts.setdefault(name, ExpertTotals())
+        t.forward_passes += float(pc.sum(entries.field("passes").filter(mask)).as_py() or 0.0)
+        fill_sums[name] = fill_sums.get(name, 0.0) + float(pc.sum(entries.field("fill").filter(mask)).as_py() or 0.0)
 
 
 def _iso(ts: float) -> str:
@@ -204,7 +235,7 @@ def write_summary(summary: Summary, output: str) -> None:
 
 
 def read_summary(output: str) -> Optional[dict]:
-    from routing.storage import exists, read_bytes
+    from routing.core.storage import exists, read_bytes
 
     path = join(output, SUMMARY_FILE)
     return json.loads(read_bytes(path)) if exists(path) else None
@@ -221,10 +252,11 @@ def format_summary(summary: Summary) -> str:
     ]
     if summary.experts:
         width = max(len(n) for n in summary.experts)
-        lines.append(f"  {'expert'.ljust(width)}  {'rows':>8} {'errors':>7} {'cost_usd':>12} {'in_tok':>10} {'out_tok':>8} {'seconds':>9}")
+        lines.append(f"  {'expert'.ljust(width)}  {'rows':>8} {'errors':>7} {'cost_usd':>12} {'in_tok':>10} {'out_tok':>8} {'seconds':>9} {'fill':>5}")
         for name, t in summary.experts.items():
+            fill = "-" if t.mean_batch_fill is None else f"{t.mean_batch_fill:.2f}"
             lines.append(
-                f"  {name.ljust(width)}  {t.rows:>8} {t.errors:>7} {t.cost_usd:>12.6f} {t.input_tokens:>10} {t.output_tokens:>8} {t.expert_seconds:>9.2f}"
+                f"  {name.ljust(width)}  {t.rows:>8} {t.errors:>7} {t.cost_usd:>12.6f} {t.input_tokens:>10} {t.output_tokens:>8} {t.expert_seconds:>9.2f} {fill:>5}"
             )
     for kind, n in summary.errors_by_kind.items():
         lines.append(f"  error {kind}: {n} row(s)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
-from routing.config import CascadeRouter, CheckpointRouter, FixedRouter, LearnedCascadeRouter, Rule, RuleRouter
+from routing.core.config import CascadeRouter, CheckpointRouter, FixedRouter, LearnedCascadeRouter, Rule, RuleRouter
 
 
 class Router(Protocol):
@@ -67,15 +67,15 @@ def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRout
         return RulePolicy(spec.rules, spec.default)
     if isinstance(spec, CascadeRouter):
         # Its route() only sends every question to the first stage; the expert stages
-        # take the cascade's later decisions (operators/cascade.py).
-        from routing.cascade import CascadePlan
+        # take the cascade's later decisions (operators/cascade_stages.py).
+        from routing.cascades.agreement import CascadePlan
 
         return CascadePlan.from_spec(spec)
     if isinstance(spec, LearnedCascadeRouter):
-        from routing.cascade_checkpoint import plan_from_spec
+        from routing.cascades.checkpoint import plan_from_spec
 
         return plan_from_spec(spec)
-    from routing.checkpoint import RouterCheckpoint  # trained routers load torch; only when asked
+    from routing.routers.checkpoint import RouterCheckpoint  # trained routers load torch; only when asked
 
     return RouterCheckpoint.load(spec.checkpoint).policy(
         budget_per_item=spec.budget_per_item,

@@ -15,12 +15,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from routing.checkpoint import RouterCheckpoint
-from routing.evaluation import best_single_index, upper_hull
-from routing.features import RouterFeaturizer
-from routing.learned_cascade import LearnedCascade
-from routing.replay_data import load_scored_replay
-from routing.routers import make_router
+from routing.routers.checkpoint import RouterCheckpoint
+from routing.replay.metrics import best_single_index, upper_hull
+from routing.features.featurizer import RouterFeaturizer
+from routing.cascades.learned import LearnedCascade
+from routing.replay.data import load_scored_replay
+from routing.routers.registry import make_router
 
 TRAINABLE = ("l2d", "trunk", "knn")
 

@@ -83,8 +83,8 @@ def main(out_path: str, model_dir: str, ray_tmp: str, port: int) -> None:
 
     from pipelines.batch_job import run_job
     from ray_state import actors_named
-    from routing.config import parse_config
-    from routing.squad import load_squad
+    from routing.core.config import parse_config
+    from routing.answers.squad import load_squad
 
     ip = "127.0.0.1"
     tmp = Path(tempfile.mkdtemp(prefix="rb-autoscale-"))

@@ -11,8 +11,8 @@ from operators.schema import OUTPUT_COLUMNS
 from pipelines import exit_codes
 from pipelines.batch_job import run_job
 from pipelines.resources import PlanDoesNotFit
-from routing.config import ConfigError, load_config, parse_config
-from routing.squad import load_squad
+from routing.core.config import ConfigError, load_config, parse_config
+from routing.answers.squad import load_squad
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"

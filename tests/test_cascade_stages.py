@@ -12,7 +12,7 @@ import yaml
 from operators.schema import OUTPUT_COLUMNS, empty_row, rows_to_table
 from operators.stages import AnswerWithExpert, RouteRows, drop_context
 from pipelines.batch_job import expert_stage_order
-from routing.config import parse_config
+from routing.core.config import parse_config
 
 # Answers per expert; a missing id is an expert error for that row.
 PREDICTIONS = {
@@ -90,8 +90,8 @@ def test_other_routers_leave_the_cascade_columns_empty(config):
 def test_the_endpoint_refuses_a_cascade(config, capsys):
     from pipelines import exit_codes
     from pipelines.cli import main
-    from pipelines.serve_app import check_servable
-    from routing.config import ConfigError
+    from pipelines.serve.app import check_servable
+    from routing.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="router.kind: cascade runs in the batch job"):
         check_servable(config)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pipelines.resources import PlanDoesNotFit, autoscaler_nodes, check_plan_fits, plan_resources
-from routing.config import load_config
+from routing.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

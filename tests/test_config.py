@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from routing.config import CheckpointRouter, ConfigError, load_config, parse_config
+from routing.core.config import CheckpointRouter, ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def _cascade(**over):
 
 
 def test_cascade_router_parses_with_defaults():
-    from routing.config import CascadeRouter
+    from routing.core.config import CascadeRouter
 
     cfg = parse_config(_cascade())
     assert isinstance(cfg.router, CascadeRouter)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from routing.config import Cost
-from routing.costs import charge_rows, share_seconds
+from routing.core.config import Cost
+from routing.core.costs import charge_rows, share_seconds
 
 
 def test_seconds_shared_by_tokens_and_never_lost():

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.cli import build_parser
 from pipelines.cli import main as cli
-from routing.squad import load_squad, score_predictions
+from routing.answers.squad import load_squad, score_predictions
 
 pytestmark = pytest.mark.ray
 

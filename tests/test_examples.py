@@ -24,7 +24,7 @@ def test_airflow_dag_loads():
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_load(path):
-    from routing.config import load_config
+    from routing.core.config import load_config
 
     assert load_config(path).experts
 
@@ -33,9 +33,9 @@ def test_cascade_example_replays_as_its_comment_says():
     """The figures in examples/squad-cascade.yaml's header, from its own router fields."""
     import numpy as np
 
-    from routing.cascade import cascade_decide, pairwise_agreement
-    from routing.config import load_config
-    from routing.replay_data import load_replay
+    from routing.cascades.agreement import cascade_decide, pairwise_agreement
+    from routing.core.config import load_config
+    from routing.replay.data import load_replay
 
     cfg = load_config(REPO / "examples" / "squad-cascade.yaml")
     r = cfg.router

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from operators import stages
-from operators.runner_base import RunnerOutput
+from operators.runners.base import RunnerOutput
 from operators.schema import empty_row, error_kind, rows_to_table
 from pipelines import exit_codes
 from pipelines.batch_job import run_job
-from routing.config import ReplayExpert, parse_config
+from routing.core.config import ReplayExpert, parse_config
 from scripted_llm import ScriptedLLM
 
 TEMPLATE = "Context: {context}\nQuestion: {question}\nAnswer:"

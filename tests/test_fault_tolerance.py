@@ -17,8 +17,8 @@ import yaml
 
 from local_cluster import run_cli, short_temp_dir, stop_cluster
 from pipelines.batch_job import run_job
-from routing.config import parse_config
-from routing.squad import load_squad
+from routing.core.config import parse_config
+from routing.answers.squad import load_squad
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"

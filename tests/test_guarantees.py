@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.special import betaincinv
 from scipy.stats import binom
 
-from routing.guarantees import clopper_pearson_lower, clopper_pearson_upper
+from routing.calibration.guarantees import clopper_pearson_lower, clopper_pearson_upper
 
 
 @pytest.mark.parametrize("n", [1, 7, 100, 5000])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from operators import hf_qa
-from operators.hf_qa import HFExtractiveQARunner
-from operators.qa_windows import encode_windows
-from routing.config import HFExtractiveQAExpert
+from operators.runners import hf_qa
+from operators.runners.hf_qa import HFExtractiveQARunner
+from operators.runners.qa_windows import encode_windows
+from routing.core.config import HFExtractiveQAExpert
 
 SENTENCES = [
     "The observatory on the ridge was finished in {n} after a decade of work.",

@@ -23,8 +23,8 @@ import pytest
 from operators.schema import error_kind
 from pipelines import exit_codes
 from pipelines.batch_job import run_job
-from routing.config import parse_config
-from routing.storage import UTF8_BOM
+from routing.core.config import parse_config
+from routing.core.storage import UTF8_BOM
 
 pytestmark = pytest.mark.ray
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from operators.read_input import UnreadableFile, normalize_table, parse_jsonl, parse_squad
 from operators.schema import WORK_SCHEMA, error_kind, rows_to_table
-from routing.config import ColumnMapping
-from routing.validation import check_row
+from routing.core.config import ColumnMapping
+from routing.answers.validation import check_row
 
 KINDS = {"invalid_row", "invalid_input"}
 

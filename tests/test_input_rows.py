@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from operators.read_input import UnreadableFile, normalize_table, parse_jsonl, parse_squad
 from operators.schema import WORK_SCHEMA
-from routing.config import ColumnMapping
-from routing.storage import UTF8_BOM, strip_bom
-from routing.validation import DuplicateIdTracker, check_row
+from routing.core.config import ColumnMapping
+from routing.core.storage import UTF8_BOM, strip_bom
+from routing.answers.validation import DuplicateIdTracker, check_row
 
 import pytest
 
@@ -81,8 +81,8 @@ def test_a_leading_byte_order_mark_is_not_data():
 
 def test_gold_and_replay_files_with_a_byte_order_mark(tmp_path):
     """`score --gold`, the report and the router tools read SQuAD and replay files too."""
-    from routing.replay_data import load_replay
-    from routing.squad import load_squad
+    from routing.replay.data import load_replay
+    from routing.answers.squad import load_squad
 
     doc = {"data": [{"title": "t", "paragraphs": [{"context": "ctx", "qas": [{"id": "x", "question": "q", "answers": [{"text": "ctx", "answer_start": 0}]}]}]}]}
     (tmp_path / "questions.json").write_bytes(UTF8_BOM + json.dumps(doc).encode())

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from routing.answer_features import answer_stats, candidate_features, n_features
-from routing.cascade_checkpoint import load_learned_cascade, save_learned_cascade
-from routing.checkpoint_files import CheckpointError
-from routing.learned_cascade import (
+from routing.cascades.answer_features import answer_stats, candidate_features, n_features
+from routing.cascades.checkpoint import load_learned_cascade, save_learned_cascade
+from routing.core.checkpoint_files import CheckpointError
+from routing.cascades.learned import (
     LearnedCascade,
     LearnedCascadeModel,
     LearnedCascadePlan,
@@ -18,7 +18,7 @@ from routing.learned_cascade import (
     decide_chain,
     fit_logistic,
 )
-from routing.replay_data import load_replay
+from routing.replay.data import load_replay
 from tests.router_data import write_replay
 
 # -- synthetic replay data where the right rule is known ------------------------------------
@@ -242,7 +242,7 @@ def test_plan_checks_its_inputs():
 
 def test_train_router_cli_writes_a_learned_cascade_the_job_config_loads(tmp_path, capsys):
     from pipelines.cli import main
-    from routing.config import LearnedCascadeRouter
+    from routing.core.config import LearnedCascadeRouter
     from routing.rules import build_router
 
     data = _synthetic(tmp_path / "profile", seed=6)
@@ -297,7 +297,7 @@ def test_a_checkpoint_turns_budgets_and_targets_into_thresholds(tmp_path):
 
 
 def test_thresholds_sit_where_rows_change_their_decision():
-    from routing.learned_cascade import threshold_grid
+    from routing.cascades.learned import threshold_grid
 
     rng = np.random.default_rng(3)
     # Scores bunched near 0.9 (as fitted step models give): an even grid would put one
@@ -310,7 +310,7 @@ def test_thresholds_sit_where_rows_change_their_decision():
 
 
 def test_deployed_choice_is_the_cheapest_within_tolerance_else_the_best():
-    from routing.learned_cascade import deployed_choice
+    from routing.cascades.learned import deployed_choice
 
     ref = np.full(4, 0.8)
     f1 = np.array([[0.5] * 4, [0.79] * 4, [0.82] * 4, [0.8] * 4])

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from routing.config import (
+from routing.core.config import (
     ConfigError,
     HFCausalLMExpert,
     OpenAICompatibleExpert,
     load_config,
     parse_config,
 )
-from routing.prompting import DEFAULT_PROMPT_TEMPLATE
+from routing.answers.prompting import DEFAULT_PROMPT_TEMPLATE
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from operators.hf_causal import HFCausalLMRunner
+from operators.runners.hf_causal import HFCausalLMRunner
 from operators.stages import build_runner
-from routing.config import HFCausalLMExpert
-from routing.prompting import extract_answer, render_prompt
+from routing.core.config import HFCausalLMExpert
+from routing.answers.prompting import extract_answer, render_prompt
 from tiny_models import TINY_LM_TEMPLATE, tiny_lm_examples
 
 MAX_NEW = 12

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from operators.openai_compat import (
+from operators.runners.openai_compat import (
     MAX_RETRY_AFTER_S,
     MissingApiKey,
     OpenAICompatibleRunner,
@@ -32,8 +32,8 @@ from operators.openai_compat import (
 from operators.stages import build_runner
 from pipelines import exit_codes
 from pipelines.batch_job import run_job
-from routing.config import ConfigError, OpenAICompatibleExpert, parse_config
-from routing.prompting import render_prompt
+from routing.core.config import ConfigError, OpenAICompatibleExpert, parse_config
+from routing.answers.prompting import render_prompt
 from tiny_models import tiny_lm_examples
 
 KEY_ENV = "ROUTEBATCH_TEST_LLM_KEY"
@@ -303,7 +303,7 @@ def test_a_slow_server_times_out_per_request() -> None:
 
 def test_completions_api_malformed_replies_and_missing_usage(server: ScriptedServer, caplog: pytest.LogCaptureFixture) -> None:
     runner = OpenAICompatibleRunner(spec_for(server.base_url, api="completions"))
-    with caplog.at_level(logging.WARNING, logger="operators.openai_compat"):
+    with caplog.at_level(logging.WARNING, logger="operators.runners.openai_compat"):
         out = runner.answer(
             ["a", "m", "n"],
             ["Who rang the bell?", "Is it MALFORMED now?", "Is NOUSAGE counted?"],

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.prompting import (
+from routing.answers.prompting import (
     DEFAULT_PROMPT_TEMPLATE,
     check_template,
     extract_answer,
@@ -14,7 +14,7 @@ from routing.prompting import (
     render_prompt,
     template_problem,
 )
-from routing.squad import exact_match
+from routing.answers.squad import exact_match
 
 
 def test_default_template_is_valid_and_renders_both_fields() -> None:

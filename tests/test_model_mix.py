@@ -1,4 +1,4 @@
-"""The model-mix program: hand-solved cases, the two solvers against each other, the
+"""The model-mix program: hand-solved cases, production's vertex solver against a linprog oracle, the
 remaining-items target, the union bound, the realisation margin and integer splits."""
 
 from __future__ import annotations
@@ -11,19 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from routing.guarantees import clopper_pearson_lower
-from routing.model_mix import (
-    allocate_items,
-    conformity_lower_bounds,
-    min_mix_cost,
-    per_model_confidence,
-    realised_target,
-    remaining_target,
-    single_model_plan,
-    solve_mix,
-)
+from routing.calibration.guarantees import clopper_pearson_lower
+from mix_oracle import linprog_mix
+from routing.calibration.model_mix import MixPlan, allocate_items, conformity_lower_bounds, min_mix_cost, per_model_confidence
+from routing.calibration.model_mix import realised_target, remaining_target, single_model_plan
+from routing.calibration.model_mix import solve_mix as production_solve_mix
 
+# "vertices" is production's `solve_mix`; "linprog" the test oracle (tests/mix_oracle.py).
 SOLVERS = ["linprog", "vertices"]
+
+
+def solve_mix(costs: dict, bounds: dict, target: float, reference: str, solver: str = "vertices") -> MixPlan:
+    if solver == "linprog":
+        return linprog_mix(costs, bounds, target, reference)
+    return production_solve_mix(costs, bounds, target, reference)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -15,8 +15,8 @@ import yaml
 from pipelines import exit_codes
 from pipelines.cli import main
 from pipelines.preflight_checks import check_model_sources
-from routing.config import ConfigError, HFCausalLMExpert, parse_config
-from routing.model_sources import install_command, package_dir, resolve_model
+from routing.core.config import ConfigError, HFCausalLMExpert, parse_config
+from routing.core.model_sources import install_command, package_dir, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"
@@ -63,7 +63,7 @@ def test_package_model_resolves_to_its_folder_without_importing_it(weights_packa
 def test_config_keeps_the_package_name_so_its_hash_is_the_same_on_every_machine(weights_package: Path, tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job(expert())))
-    from routing.config import load_config
+    from routing.core.config import load_config
 
     cfg = load_config(path)
     spec = cfg.expert("smol")
@@ -139,8 +139,8 @@ def test_a_gguf_expert_without_its_loaders_fails_before_compute_with_the_install
     with pytest.raises(ConfigError, match="routebatch\\[gguf\\]"):
         run_profile(parse_config(two), sample_size=5, output=str(tmp_path / "profile"))
     # And the runner itself, should a worker's Python lack what the driver's has.
-    from operators.hf_causal import HFCausalLMRunner
-    from routing.model_sources import ModelSourceError
+    from operators.runners.hf_causal import HFCausalLMRunner
+    from routing.core.model_sources import ModelSourceError
 
     with pytest.raises(ModelSourceError, match="routebatch\\[gguf\\]"):
         HFCausalLMRunner(HFCausalLMExpert(**expert()))
@@ -159,7 +159,7 @@ def test_demo_real_llm_refuses_before_writing_anything_without_the_gguf_loaders(
 
 def test_demo_keeps_the_first_questions_of_each_article(tmp_path: Path) -> None:
     from pipelines.demo import SLICE, split_by_article
-    from routing.squad import load_squad
+    from routing.answers.squad import load_squad
 
     train, test = tmp_path / "train.json", tmp_path / "test.json"
     assert split_by_article(SLICE / "questions.json", train, test, limit=7) == (7, 7)

@@ -17,7 +17,7 @@ import pytest
 
 from pipelines import exit_codes
 from pipelines.batch_job import run_job
-from routing.config import parse_config
+from routing.core.config import parse_config
 
 pytestmark = pytest.mark.ray
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pipelines.resources import PlanDoesNotFit, check_plan_fits, plan_resources
-from routing.config import Rule, parse_config
+from routing.core.config import Rule, parse_config
 from routing.rules import FixedPolicy, RulePolicy
 
 

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.profiling import run_profile
-from routing.config import load_config
-from routing.squad import load_squad, score_one
+from routing.core.config import load_config
+from routing.answers.squad import load_squad, score_one
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.model_mix import remaining_target
-from routing.profiling_policy import AdaptiveProfiler, ModelState
+from routing.calibration.model_mix import remaining_target
+from routing.calibration.profiling_policy import AdaptiveProfiler, ModelState
 
 COSTS = {"ref": 10.0, "good": 1.0, "weak": 2.0}
 

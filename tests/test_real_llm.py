@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from routing.model_sources import missing_gguf_modules
+from routing.core.model_sources import missing_gguf_modules
 
 QUESTIONS = 20
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,10 +42,10 @@ if _missing:
 
 import torch  # noqa: E402
 
-from operators.hf_causal import HFCausalLMRunner  # noqa: E402
-from routing.config import HFCausalLMExpert, load_config  # noqa: E402
-from routing.prompting import extract_answer, render_prompt  # noqa: E402
-from routing.squad import SquadQuestion, iter_squad, score_one  # noqa: E402
+from operators.runners.hf_causal import HFCausalLMRunner  # noqa: E402
+from routing.core.config import HFCausalLMExpert, load_config  # noqa: E402
+from routing.answers.prompting import extract_answer, render_prompt  # noqa: E402
+from routing.answers.squad import SquadQuestion, iter_squad, score_one  # noqa: E402
 
 pytestmark = [pytest.mark.real_llm]
 

@@ -14,11 +14,11 @@ import pytest
 
 from operators.schema import OUTPUT_SCHEMA
 from pipelines.cli import main as cli
-from pipelines.report import report_after_run, write_report
-from pipelines.report_data import profile_points, upper_hull
-from pipelines.score_command import read_answers
+from pipelines.reports.write import report_after_run, write_report
+from pipelines.reports.data import profile_points, upper_hull
+from pipelines.cli.score import read_answers
 from pipelines.summary import count_rows
-from routing.squad import load_squad, score_predictions
+from routing.answers.squad import load_squad, score_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"
@@ -100,7 +100,7 @@ def test_without_a_profile_no_best_single_expert_is_named(tmp_path, with_gold):
     """Each expert of a routed run answered different questions: comparing their F1 (or
     pricing the run against one of them) is no comparison, so the report names none,
     shows no saving, and says which command gives the comparison."""
-    from pipelines.report_html import headline, render_html
+    from pipelines.reports.html import headline, render_html
 
     run, rows = _fake_run(tmp_path)
     _, _, r = write_report(str(run), gold=str(GOLD) if with_gold else None)

@@ -9,9 +9,9 @@ import pytest
 
 from pipelines.batch_job import run_job
 from pipelines.cli import main as cli
-from routing.checkpoint import RouterCheckpoint
-from routing.config import parse_config
-from routing.squad import load_squad
+from routing.routers.checkpoint import RouterCheckpoint
+from routing.core.config import parse_config
+from routing.answers.squad import load_squad
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"
@@ -77,7 +77,7 @@ def _recorded(name: str) -> dict[str, str]:
 def test_cascade_router_answers_as_cascade_decide_and_pays_for_every_expert_asked(local_ray, tmp_path, router):
     import numpy as np
 
-    from routing.cascade import cascade_decide, pairwise_agreement
+    from routing.cascades.agreement import cascade_decide, pairwise_agreement
 
     router = {"kind": "cascade", "final": "bert-large-single-v2", **router}
     names = list(CASCADE_PRICES)
@@ -138,9 +138,9 @@ def test_cascade_router_answers_as_cascade_decide_and_pays_for_every_expert_aske
 def test_learned_cascade_router_answers_as_the_fitted_model_and_pays_for_every_expert_asked(local_ray, tmp_path):
     import numpy as np
 
-    from routing.cascade_checkpoint import save_learned_cascade
-    from routing.learned_cascade import LearnedCascade
-    from routing.replay_data import load_replay
+    from routing.cascades.checkpoint import save_learned_cascade
+    from routing.cascades.learned import LearnedCascade
+    from routing.replay.data import load_replay
 
     chain = ["nlnet-single", "r-net-plus-ensemble", "slqa-plus-ensemble", "bert-large-single-v2"]
     fitted = LearnedCascade(chain=chain, l2=(1.0,)).fit(load_replay(SLICE))
@@ -204,10 +204,10 @@ def test_learned_cascade_router_answers_as_the_fitted_model_and_pays_for_every_e
 
 def test_learned_cascade_checkpoint_problems_fail_before_ray_starts(tmp_path):
     from pipelines.batch_job import preflight
-    from routing.cascade_checkpoint import save_learned_cascade
-    from routing.config import ConfigError
-    from routing.learned_cascade import LearnedCascade
-    from routing.replay_data import load_replay
+    from routing.cascades.checkpoint import save_learned_cascade
+    from routing.core.config import ConfigError
+    from routing.cascades.learned import LearnedCascade
+    from routing.replay.data import load_replay
 
     fitted = LearnedCascade(chain=["nlnet-single", "slqa-plus-ensemble"], l2=(1.0,)).fit(load_replay(SLICE))
     save_learned_cascade(fitted, tmp_path / "router", info={})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipelines.cli import main
-from routing.replay_data import split_replay_by_article
+from routing.replay.data import split_replay_by_article
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_headline_figures_are_consistent_with_the_curve(normans_report):
 
 def test_the_deployed_setting_is_one_setting_applied_to_the_test_questions(normans_report):
     """The headline a job can get: a setting chosen on the training data, applied once."""
-    from pipelines.bench_router_command import format_report
+    from pipelines.cli.bench_router import format_report
 
     r = normans_report
     d = r["deployed"]
@@ -93,8 +93,8 @@ def test_cascade_saves_most_of_the_cost_on_this_fold(normans_report):
 
 
 def test_cascade_setting_is_printed_as_a_job_router(normans_report):
-    from pipelines.bench_router_command import format_report
-    from routing.config import CascadeRouter
+    from pipelines.cli.bench_router import format_report
+    from routing.core.config import CascadeRouter
 
     setting = normans_report["routers"]["cascade"]["setting"]
     spec = CascadeRouter.model_validate(setting["router"])
@@ -109,7 +109,7 @@ def test_cascade_setting_is_printed_as_a_job_router(normans_report):
 def test_learned_cascade_setting_and_the_best_router_beats_every_baseline(normans_report):
     """Measured on this fold (see the issue-3 notes for all three): whichever learned
     router the inner CV picks beats every baseline on both headline figures."""
-    from pipelines.bench_router_command import format_report
+    from pipelines.cli.bench_router import format_report
 
     routers = normans_report["routers"]
     lc = routers["learned-cascade"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.cascade import AgreementCascade, CascadePlan, answer_agreement, cascade_decide, pairwise_agreement
-from routing.replay_data import load_replay
+from routing.cascades.agreement import AgreementCascade, CascadePlan, answer_agreement, cascade_decide, pairwise_agreement
+from routing.replay.data import load_replay
 
 
 def test_agreement_is_normalised_token_f1():
@@ -150,7 +150,7 @@ def test_plan_steps_in_one_call_match_row_by_row():
 
 
 def test_a_fitted_setting_is_a_valid_job_router(squad_replay_dir):
-    from routing.config import CascadeRouter
+    from routing.core.config import CascadeRouter
 
     rs = load_replay(squad_replay_dir)
     cascade = AgreementCascade(max_stages=3).fit(rs.subset(np.arange(0, rs.n_questions, 2)))

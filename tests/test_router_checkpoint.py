@@ -11,9 +11,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pipelines.cli import main
-from routing.checkpoint import CheckpointError, RouterCheckpoint
-from routing.config import CheckpointRouter
-from routing.replay_data import load_replay
+from routing.routers.checkpoint import CheckpointError, RouterCheckpoint
+from routing.core.config import CheckpointRouter
+from routing.replay.data import load_replay
 from routing.rules import build_router
 from routing.training import train_router_checkpoint
 
@@ -58,7 +58,7 @@ def test_policy_api_for_the_batch_job(trained, replay):
     assert policy.expert_names == list(ckpt.expert_names)
     # The budget is met on the calibration questions the checkpoint carries.
     idx = policy._ckpt.expert_names.index
-    from routing.policy import route
+    from routing.calibration.policy import route
 
     chosen = route(ckpt.calibration_loss, ckpt.costs, policy.lam, ckpt.candidates)
     assert ckpt.costs[chosen].mean() <= 5.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.features import RouterFeaturizer
-from routing.layer_selection import fisher_separability, participation_ratio, select_layers
-from routing.text_features import TEXT_FEATURE_NAMES, text_features
+from routing.features.featurizer import RouterFeaturizer
+from routing.features.layer_selection import fisher_separability, participation_ratio, select_layers
+from routing.features.text_features import TEXT_FEATURE_NAMES, text_features
 from tests.tiny_models import build_tiny_qa_model
 
 

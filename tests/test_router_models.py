@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from routing.baseline_routers import ConstantRouter, KNNRouter
-from routing.l2d import L2DRouter, l2d_surrogate, target_costs
-from routing.policy import route
-from routing.routers import make_router, router_from_state
-from routing.trunk import SharedTrunkRouter
+from routing.routers.baselines import ConstantRouter, KNNRouter
+from routing.routers.l2d import L2DRouter, l2d_surrogate, target_costs
+from routing.calibration.policy import route
+from routing.routers.registry import make_router, router_from_state
+from routing.routers.trunk import SharedTrunkRouter
 
 
 def test_surrogate_value_and_gradient_on_a_hand_case():

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from routing.evaluation import CurvePoint, best_single, headline, oracle, random_mix_curve, upper_hull
-from routing.policy import (
+from routing.replay.metrics import CurvePoint, best_single, headline, oracle, random_mix_curve, upper_hull
+from routing.calibration.policy import (
     choose_lambda_for_budget,
     choose_setting_for_accuracy,
     lambda_grid,

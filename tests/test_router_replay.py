@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
-from routing.replay_data import ReplayDataError, load_replay, split_replay_by_article
+from routing.replay.data import ReplayDataError, load_replay, split_replay_by_article
 from tests.router_data import write_replay
 
 

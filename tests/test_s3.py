@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.batch_job import run_job
-from pipelines.score_command import read_answers
-from routing.config import parse_config
-from routing.squad import load_squad
+from pipelines.cli.score import read_answers
+from routing.core.config import parse_config
+from routing.answers.squad import load_squad
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO / "examples" / "data" / "squad-replay-slice"
@@ -99,7 +99,7 @@ def test_job_from_s3_to_s3(s3_server, s3_ray, tmp_path, capfd):
 def test_jsonl_and_squad_objects_that_start_with_a_byte_order_mark(s3_server, s3_ray, tmp_path):
     """Files exported by Windows tools start with EF BB BF; from S3 as from disk, the mark
     is skipped and the first row is answered under its own line number."""
-    from routing.storage import UTF8_BOM
+    from routing.core.storage import UTF8_BOM
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="rb-bom")
@@ -129,7 +129,7 @@ def test_jsonl_and_squad_objects_that_start_with_a_byte_order_mark(s3_server, s3
 
 
 def test_missing_bucket_fails_before_compute_without_leaking(s3_server):
-    from routing.config import ConfigError
+    from routing.core.config import ConfigError
 
     cfg = parse_config(
         {

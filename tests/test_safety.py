@@ -43,8 +43,8 @@ class Recorder:
 
 @pytest.mark.parametrize("opt_in", [False, True])
 def test_extractive_runner_passes_trust_remote_code_through(tiny_qa_model: str, monkeypatch, opt_in: bool) -> None:
-    from operators import hf_qa
-    from routing.config import HFExtractiveQAExpert
+    from operators.runners import hf_qa
+    from routing.core.config import HFExtractiveQAExpert
 
     tokenizer = Recorder(hf_qa.AutoTokenizer.from_pretrained)
     model = Recorder(hf_qa.AutoModelForQuestionAnswering.from_pretrained)
@@ -66,8 +66,8 @@ class _Loaded(Exception):
 def test_causal_runner_passes_trust_remote_code_through(tiny_qa_model: str, monkeypatch, opt_in: bool) -> None:
     """The model load is stopped once its arguments are recorded: what matters is the
     flag that would reach transformers, not the generation."""
-    from operators import hf_causal
-    from routing.config import HFCausalLMExpert
+    from operators.runners import hf_causal
+    from routing.core.config import HFCausalLMExpert
 
     tokenizer = Recorder(hf_causal.AutoTokenizer.from_pretrained)
     seen: list[dict[str, Any]] = []
@@ -89,7 +89,7 @@ def test_causal_runner_passes_trust_remote_code_through(tiny_qa_model: str, monk
 def test_router_encoder_never_trusts_remote_code(monkeypatch) -> None:
     import transformers
 
-    from routing.encoder import LayerEncoder
+    from routing.features.encoder import LayerEncoder
     from tiny_models import minilm_dir
 
     recorders = {}
@@ -107,8 +107,8 @@ def test_router_encoder_never_trusts_remote_code(monkeypatch) -> None:
 def test_a_model_folder_shipping_code_does_not_run_it(tiny_qa_model: str, tmp_path: Path) -> None:
     """A model folder whose config points at code of its own (`auto_map`): without the
     opt-in, that code is never imported."""
-    from operators.hf_qa import HFExtractiveQARunner
-    from routing.config import HFExtractiveQAExpert
+    from operators.runners.hf_qa import HFExtractiveQARunner
+    from routing.core.config import HFExtractiveQAExpert
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_qa_model, folder)

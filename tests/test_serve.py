@@ -19,11 +19,11 @@ import requests
 
 from pipelines.batch_job import run_job
 from pipelines.resources import PlanDoesNotFit
-from pipelines.serve_app import APP_NAME, start_endpoint, stop_endpoint
+from pipelines.serve.app import APP_NAME, start_endpoint, stop_endpoint
 from ray_state import actors_named
-from routing.checkpoint import RouterCheckpoint
-from routing.config import CheckpointRouter, load_config
-from routing.squad import load_squad
+from routing.routers.checkpoint import RouterCheckpoint
+from routing.core.config import CheckpointRouter, load_config
+from routing.answers.squad import load_squad
 from routing.training import train_router_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

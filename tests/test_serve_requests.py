@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from pipelines.serve_requests import RequestError, check_declared_length, parse_answer_request
+from pipelines.serve.request_body import RequestError, check_declared_length, parse_answer_request
 
 LIMITS = {"max_body_bytes": 2048, "max_items": 3}
 GOOD = {"question": "Who?", "context": "Someone did it."}
@@ -95,7 +95,7 @@ def test_a_lost_replica_is_retried_with_the_same_call_until_answered(monkeypatch
 
     from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-    from pipelines import serve_app
+    from pipelines.serve import app as serve_app
 
     monkeypatch.setattr(serve_app, "RETRY_FIRST_DELAY_S", 0.001)
     call, made = _calls(ActorDiedError(), ActorUnavailableError("restarting", None), ["answer"])
@@ -109,7 +109,7 @@ def test_other_failures_are_not_retried():
 
     from ray.exceptions import ActorDiedError, RayTaskError
 
-    from pipelines import serve_app
+    from pipelines.serve import app as serve_app
 
     for exc in (ValueError("the expert's code raised"), RayTaskError("answer", "tb", ValueError("x"))):
         call, made = _calls(exc, ["never"])
@@ -128,7 +128,7 @@ def test_a_request_whose_time_runs_out_while_its_replica_is_replaced_is_a_503():
 
     from ray.exceptions import ActorDiedError
 
-    from pipelines import serve_app
+    from pipelines.serve import app as serve_app
 
     async def never_answers(items, retries):
         retries.count, retries.last = 1, ActorDiedError()

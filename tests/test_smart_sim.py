@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
-from routing.smart_profiles import PRICES_PER_1K, DatasetProfile, cost_check, load_profiles
-from routing.smart_sim import (
+from routing.evaluation.smart_profiles import PRICES_PER_1K, DatasetProfile, cost_check, load_profiles
+from routing.evaluation.smart_sim import (
     DELTAS,
     RunResult,
     SimSettings,

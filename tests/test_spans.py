@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from routing.spans import SpanAnswer, Window, decode_spans
+from routing.answers.spans import SpanAnswer, Window, decode_spans
 
 CONTEXT = "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911 ."
 WORDS = [(m.start(), m.end()) for m in re.finditer(r"\S+", CONTEXT)]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from routing.squad import load_squad, normalize_answer, score_one, score_predictions, token_f1
+from routing.answers.squad import load_squad, normalize_answer, score_one, score_predictions, token_f1
 
 
 def test_normalisation_matches_official_rules():
@@ -40,7 +40,7 @@ def test_replay_best_single_matches_published_figure(squad_replay_dir):
 
 
 def test_missing_predictions_score_as_empty():
-    from routing.squad import SquadQuestion
+    from routing.answers.squad import SquadQuestion
 
     gold = [
         SquadQuestion("a", "q", "c", ("x",), False),
