@@ -201,18 +201,41 @@ class AnswerWithExpert:
         spec: HFExtractiveQAExpert | ReplayExpert,
         batch_timeout_s: Optional[float] = None,
         cascade: Optional[CascadeRouter | CascadePlan | LearnedCascadePlan] = None,
+        timeout_rows: Optional[int] = None,
     ) -> None:
         """`cascade`: the job's cascade (an agreement-cascade router spec, or a plan the
         driver built, e.g. a learned cascade loaded from its checkpoint); the stage then
-        takes the cascade's next step for the rows it answers (operators/cascade_stages.py)."""
+        takes the cascade's next step for the rows it answers (operators/cascade_stages.py).
+
+        `timeout_rows`: with a `batch_timeout_s`, the most rows one timed call holds
+        (the job passes `execution.batch_size`). A stage's calls are sized from the
+        expert's routed share and can hold many batches' worth of its rows; timing
+        them in pieces of this size keeps what one hung request costs to the rows of
+        one batch, as the timeout promises (docs/operations.md)."""
         self.spec = spec
         self.batch_timeout_s = batch_timeout_s
+        self.timeout_rows = timeout_rows
         plan = CascadePlan.from_spec(cascade) if isinstance(cascade, CascadeRouter) else cascade
         if plan is not None and spec.name in plan.expert_names:
             self.cascade_plan = plan
         self.runner = build_runner(spec)
 
     def _answer(self, ids: list, questions: list, contexts: list) -> RunnerOutput:
+        step = self.timeout_rows if self.batch_timeout_s is not None and self.timeout_rows else len(ids)
+        if len(ids) <= step:
+            return self._answer_timed(ids, questions, contexts)
+        parts = [self._answer_timed(ids[i:i + step], questions[i:i + step], contexts[i:i + step]) for i in range(0, len(ids), step)]
+        return RunnerOutput(
+            answers=[a for p in parts for a in p.answers],
+            scores=[v for p in parts for v in p.scores],
+            input_tokens=[v for p in parts for v in p.input_tokens],
+            output_tokens=[v for p in parts for v in p.output_tokens],
+            errors=[v for p in parts for v in p.errors],
+        )
+
+    def _answer_timed(self, ids: list, questions: list, contexts: list) -> RunnerOutput:
+        """One call of the runner, abandoned after `batch_timeout_s` when one is set."""
+
         def call() -> RunnerOutput:
             return _run_isolating_failures(self.runner, self.spec.name, ids, questions, contexts)
 

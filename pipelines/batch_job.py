@@ -326,7 +326,9 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
         ds = ds.map_batches(
             expert_stage_class(expert.name),
             fn_constructor_args=(expert,),
-            fn_constructor_kwargs={"batch_timeout_s": config.execution.batch_timeout_s, "cascade": cascade},
+            fn_constructor_kwargs={
+                "batch_timeout_s": config.execution.batch_timeout_s, "cascade": cascade, "timeout_rows": batch,
+            },
             compute=ActorPoolStrategy(min_size=expert.pool.min_actors, max_size=expert.pool.max_actors),
             batch_format="pyarrow",
             # The router splits each batch between the experts: a call of this size

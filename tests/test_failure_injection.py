@@ -153,6 +153,23 @@ def test_a_hung_batch_times_out_and_the_next_batch_is_answered(monkeypatch) -> N
         runner.release.set()
 
 
+def test_a_large_call_is_timed_in_pieces_of_timeout_rows(monkeypatch) -> None:
+    # A stage sized from the expert's routed share gets many batches' rows per call; a
+    # hung request must cost only the rows of its own piece of `timeout_rows`.
+    runner = HangingRunner()
+    stage = _stage(monkeypatch, runner, batch_timeout_s=0.5, timeout_rows=4)
+    questions = [f"q{i}?" for i in range(12)]
+    questions[5] = "HANG?"
+    try:
+        out = stage(_batch(questions)).to_pylist()
+        failed = [i for i, r in enumerate(out) if r["error"]]
+        assert failed == [4, 5, 6, 7]
+        assert all(out[i]["error"].startswith("expert_error: timeout after 0.5 s: expert x did not answer its batch of 4 row(s)") for i in failed)
+        assert [out[i]["answer"] for i in range(12) if i not in failed] == [questions[i] for i in range(12) if i not in failed]
+    finally:
+        runner.release.set()
+
+
 def test_call_with_timeout_returns_results_and_reraises() -> None:
     assert stages.call_with_timeout(lambda: RunnerOutput(["a"], [None], [1], [1]), 5, "t")[0] is True
     with pytest.raises(KeyError):
