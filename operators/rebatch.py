@@ -103,3 +103,21 @@ def sample_shares(router_spec: object, expert_names: list[str], questions: list,
         return {n: 1.0 / max(1, len(expert_names)) for n in expert_names}
     routes = build_router(router_spec).route([q for q, _ in pairs], [c for _, c in pairs])
     return {n: sum(r == n for r in routes) / len(routes) for n in expert_names}
+
+
+def starting_actors(min_actors: int, rows: int | None, share: float, call_rows: int) -> int:
+    """Actors an expert pool starts with for a shard of `rows` input rows.
+
+    Every actor of a torch expert costs its process a few seconds of imports and model
+    loading before it answers a row (bench/fixed_cost.py: about 5 s of CPU each for
+    torch + transformers on the 2-core bench machine, paid by all actors at once). An
+    actor beyond the number of calls the shard can give the expert never receives
+    work, so the pool starts with no more actors than that: `min_actors`, lowered to
+    ceil(rows x share / call_rows), at least 1. The pool keeps its `max_actors` and
+    grows if the router sends more rows than the share foretold. Unknown `rows` (JSONL
+    and SQuAD input, counted only as they are parsed) leave `min_actors` as it is.
+    """
+    if rows is None:
+        return min_actors
+    calls = -(-int(rows * min(max(share, 0.0), 1.0)) // max(1, call_rows))
+    return max(1, min(min_actors, calls))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from operators.rebatch import PASSES_PER_CALL, expert_call_rows, sample_shares
+from operators.rebatch import PASSES_PER_CALL, expert_call_rows, sample_shares, starting_actors
 from operators.runners.base import PassLog, RunnerOutput
 from operators.schema import empty_row, rows_to_table
 from operators.stages import AnswerWithExpert, CheckAndRoute
@@ -93,6 +93,18 @@ def test_call_size_grows_as_the_share_shrinks_and_is_bounded() -> None:
     assert expert_call_rows(64, 16, 1.0) == 128
     assert expert_call_rows(64, 16, 0.1) == 1280
     assert expert_call_rows(64, 16, 0.0) == expert_call_rows(64, 16, 0.02)
+
+
+def test_a_pool_starts_no_more_actors_than_the_shard_has_calls_for_it() -> None:
+    # 64 rows, 90 % to an expert with 143-row calls: one call, so one actor to start.
+    assert starting_actors(2, 64, 0.9, 143) == 1
+    # A long shard keeps the configured floor.
+    assert starting_actors(2, 2850, 0.9, 143) == 2
+    assert starting_actors(3, 300, 1.0, 100) == 3
+    assert starting_actors(3, 250, 1.0, 100) == 3 and starting_actors(3, 200, 1.0, 100) == 2
+    # Unknown row counts (JSONL, SQuAD) and an expert the sample never reached.
+    assert starting_actors(2, None, 0.9, 143) == 2
+    assert starting_actors(4, 10_000, 0.0, 64) == 1
 
 
 def test_gpu_check_dry_run_checks_its_plan(tmp_path: Path) -> None:
