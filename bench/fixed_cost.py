@@ -2,6 +2,7 @@
 
     python bench/fixed_cost.py              # 3 repeats of the 64-row, 2-expert job
     python bench/fixed_cost.py --repeats 1
+    python bench/fixed_cost.py --compare-start-cap   # also the plan whose pools start at min_actors
 
 The job is bench/throughput.py's "routebatch, 64 rows" run (same models, same rule
 router, same pools and thread settings), run in a fresh child process, timed from the
@@ -85,6 +86,8 @@ def child(plan: dict) -> None:
             super().__init__(*a, **k)
             _actor_span("router", "check+route", t, time.time())
 
+    if plan.get("no_start_cap"):  # the plan before starting_actors: every pool starts at min_actors
+        batch_job.starting_actors = lambda min_actors, rows, share, call_rows: min_actors
     batch_job.expert_stage_class = lambda name: type(f"Expert[{name}]", (TimedExpert,), {})
     batch_job.CheckAndRoute = TimedRouter
     for name, attr in [("preflight", "preflight"), ("inspect input (Parquet footers)", "inspect_input"),
@@ -132,6 +135,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", help="where models and corpora are built (default: a temp dir)")
+    p.add_argument("--compare-start-cap", action="store_true",
+                   help="interleave runs of the plan before starting_actors (every pool starts at its min_actors)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -150,9 +155,11 @@ def main() -> int:
         pq.write_table(pads.dataset(corpus).head(tp.ROW_BATCH), one / "part-000.parquet")
     router = tp.rule_router(corpus, ["small", "large"])
     experts = [tp.expert_spec(n, models[n], num_cpus=tp.EXPERT_CPUS, min_actors=k, max_actors=k) for n, k in tp.HEADLINE_POOLS.items()]
-    totals: list[dict[str, float]] = []
-    for rep in range(args.repeats):
-        plan = {"corpus": str(one), "out": str(workdir / "out" / f"fixed-{rep}"), "experts": experts, "router": router, "batch": tp.ROW_BATCH}
+    variants = ["as built", "pools start at min_actors"] if args.compare_start_cap else ["as built"]
+    totals: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    for rep, variant in [(r, v) for r in range(args.repeats) for v in variants]:
+        plan = {"corpus": str(one), "out": str(workdir / "out" / f"fixed-{rep}"), "experts": experts, "router": router,
+                "batch": tp.ROW_BATCH, "no_start_cap": variant != "as built"}
         plan_path = workdir / f"plan-{rep}.json"
         plan_path.write_text(json.dumps(plan))
         env = {**tp.thread_env(1), TIMINGS_ENV: str(workdir / f"actors-{rep}.jsonl")}
@@ -162,12 +169,13 @@ def main() -> int:
         if not lines:
             print(proc.stdout[-2000:], proc.stderr[-4000:])
             return 1
-        print(f"[{rep}]")
-        totals.append(report(json.loads(lines[-1][len("RESULT "):])))
-    print("medians over repeats (s):")
-    for key in totals[0]:
-        vals = [t[key] for t in totals if key in t]
-        print(f"  {statistics.median(vals):6.2f}  {key}   ({', '.join(f'{v:.2f}' for v in vals)})")
+        print(f"[{rep}] {variant}")
+        totals[variant].append(report(json.loads(lines[-1][len("RESULT "):])))
+    for variant, runs in totals.items():
+        print(f"medians over repeats (s), {variant}:")
+        for key in dict.fromkeys(k for t in runs for k in t):
+            vals = [t[key] for t in runs if key in t]
+            print(f"  {statistics.median(vals):6.2f}  {key}   ({', '.join(f'{v:.2f}' for v in vals)})")
     return 0
 
 

@@ -27,7 +27,7 @@ from operators.stages import (
     drop_context,
 )
 from operators.read_input import normalize_table
-from operators.rebatch import expert_batch_rows, expert_call_rows, sample_shares, split_into_batches
+from operators.rebatch import expert_batch_rows, expert_call_rows, sample_shares, split_into_batches, starting_actors
 from operators.stages import parse_files
 from pipelines.input_files import InputFiles, parquet_row_counts, parquet_schema_groups, resolve_input
 from pipelines.preflight_checks import check_exists, check_model_sources, check_output_location, check_router_checkpoint
@@ -303,8 +303,11 @@ def expert_stage_order(config: JobConfig, plan: Optional[CascadePlan | LearnedCa
     return sorted(config.experts, key=lambda e: rank.get(e.name, len(first)))
 
 
-def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger):
-    """The Ray Data plan. Nothing executes until the dataset is written."""
+def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger, rows: Optional[int] = None):
+    """The Ray Data plan. Nothing executes until the dataset is written.
+
+    `rows`: the input rows of these files where the Parquet footers tell (else None);
+    an expert pool starts with no more actors than the calls they can give it."""
     from ray.data import ActorPoolStrategy
 
     batch = config.execution.batch_size
@@ -323,18 +326,23 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
     log.info("expert call sizes from expected shares %s", {n: round(v, 3) for n, v in shares.items()})
     for expert in expert_stage_order(config, cascade):
         remote_args = {"resources": dict(expert.resources.custom)} if expert.resources.custom else {}
+        call_rows = expert_call_rows(batch, expert.batch_size, shares[expert.name])
+        start = starting_actors(expert.pool.min_actors, rows, shares[expert.name], call_rows)
+        if start < expert.pool.min_actors:
+            log.info("expert %s: pool starts with %d actor(s), not %d: %s rows give it about %d call(s)",
+                     expert.name, start, expert.pool.min_actors, rows, -(-int(rows * shares[expert.name]) // call_rows))
         ds = ds.map_batches(
             expert_stage_class(expert.name),
             fn_constructor_args=(expert,),
             fn_constructor_kwargs={
                 "batch_timeout_s": config.execution.batch_timeout_s, "cascade": cascade, "timeout_rows": batch,
             },
-            compute=ActorPoolStrategy(min_size=expert.pool.min_actors, max_size=expert.pool.max_actors),
+            compute=ActorPoolStrategy(min_size=start, max_size=expert.pool.max_actors),
             batch_format="pyarrow",
             # The router splits each batch between the experts: a call of this size
             # holds about PASSES_PER_CALL full passes of this expert's own rows,
             # whatever its share (operators/rebatch.py, bench/RESULTS.md).
-            batch_size=expert_call_rows(batch, expert.batch_size, shares[expert.name]),
+            batch_size=call_rows,
             num_cpus=expert.resources.num_cpus,
             num_gpus=expert.resources.num_gpus,
             # Ray Data's actor pools restart a dead actor and retry its batch by default
@@ -455,7 +463,10 @@ def _run_shard(
     # JSONL and SQuAD files report to a ledger (one actor process less to start).
     ledger = RunLedger.remote() if config.input.format != "parquet" else None
     shard_config = config if limit is None else config.model_copy(update={"input": config.input.model_copy(update={"limit": limit})})
-    ds = build_dataset(shard_config, files, list(shard.paths), run_id, ledger)
+    rows = sum(footer_rows[p] for p in shard.paths) if ledger is None else None
+    if rows is not None and limit is not None:
+        rows = min(rows, limit)
+    ds = build_dataset(shard_config, files, list(shard.paths), run_id, ledger, rows)
     out_fs, out_path = filesystem_and_path(target)
     if progress:
         print(f"{shard.id} ({shard.index + 1}/{n_shards}): {len(shard.paths)} file(s) -> {target}", file=sys.stderr)
