@@ -92,7 +92,7 @@ def thread_env(threads: int) -> dict[str, str]:
         # Ray 2.60's default Parquet reader (datasource V2) adds a ListFiles task that
         # always asks for 1 whole CPU: beside expert pools that leave less than a CPU
         # free it never runs. run_job picks the V1 reader itself (pipelines/batch_job.py,
-        # read_rows); this puts the plain single-model Ray Data job on the same reader.
+        # read_input_dataset); this puts the plain single-model Ray Data job on the same reader.
         RAY_DATA_USE_DATASOURCE_V2="0",
         # Ray starts its workers at nice 15 by default; the direct loop runs at nice 0.
         # On a machine shared with other busy processes that alone starves the Ray
@@ -704,7 +704,7 @@ HEADLINE_SHARE = 0.10  # the costly expert's share of the rows in the headline r
 HEADLINE_POOLS = {"small": 2, "large": 1}  # sized to that share: the small expert does most rows
 
 
-def headline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_headline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The figures issue 14 is judged on, from one run of interleaved children:
 
     * steady-state ratios: routebatch's q/s over the direct loop's (T=2 and T=1 torch
@@ -824,7 +824,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"routebatch throughput bench; workdir {workdir}; python {sys.version.split()[0]}; nproc {os.cpu_count()}", flush=True)
     report: dict[str, Any] = {"args": vars(args)}
     if args.headline:
-        report["headline"] = headline(args, workdir)
+        report["headline"] = run_headline(args, workdir)
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         print(f"bench finished in {time.perf_counter() - started:.0f} s", file=sys.stderr)

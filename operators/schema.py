@@ -70,9 +70,6 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.table({f.name: [r.get(f.name) for r in rows] for f in WORK_SCHEMA}, schema=WORK_SCHEMA)
 
 
-def columns_to_table(columns: Mapping[str, list]) -> pa.Table:
-    return pa.table({f.name: columns[f.name] for f in WORK_SCHEMA}, schema=WORK_SCHEMA)
-
 
 def error_kind(error: str | None) -> str | None:
     """Errors are written "kind: detail"; the kind is what summaries count by."""

@@ -175,7 +175,7 @@ def _normalize_batch(batch, columns, run_id):
     return normalize_table(batch, columns, run_id)
 
 
-def read_rows(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger, dedupe: bool = True):
+def read_input_dataset(config: JobConfig, files: InputFiles, readable: list[str], run_id: str, ledger, dedupe: bool = True):
     """Input files -> checked work rows (WORK_SCHEMA), duplicates flagged (unless
     `dedupe` is False: the batch job flags them in its router actor). Lazy."""
     import ray
@@ -312,7 +312,7 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
 
     batch = config.execution.batch_size
     light = {"num_cpus": LIGHT_TASK_CPUS}
-    ds = read_rows(config, files, readable, run_id, ledger, dedupe=False)
+    ds = read_input_dataset(config, files, readable, run_id, ledger, dedupe=False)
     ds = ds.map_batches(
         CheckAndRoute,
         fn_constructor_args=(config.router, [e.name for e in config.experts]),

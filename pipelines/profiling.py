@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from operators.ledger import RunLedger
 from operators.schema import WORK_SCHEMA, rows_to_table, empty_row
-from pipelines.batch_job import inspect_input, new_run_id, ray_for, read_rows
+from pipelines.batch_job import inspect_input, new_run_id, ray_for, read_input_dataset
 from pipelines.input_files import resolve_input
 from pipelines.preflight_checks import check_model_sources
 from pipelines.resources import plan_resources
@@ -133,7 +133,7 @@ def run_profile(
         from operators.expert_worker import start_worker
 
         ledger = RunLedger.remote()
-        ds = read_rows(config, files, readable, new_run_id(), ledger)
+        ds = read_input_dataset(config, files, readable, new_run_id(), ledger)
         sample, total = reservoir_sample(ds, sample_size, seed)
         if not sample:
             raise ConfigError(f"input.path: no answerable rows at {config.input.path}")

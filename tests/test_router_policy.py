@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from routing.replay.metrics import CurvePoint, best_single, headline, oracle, random_mix_curve, upper_hull
+from routing.replay.metrics import CurvePoint, best_single, curve_figures, oracle, random_mix_curve, upper_hull
 from routing.calibration.policy import (
     choose_lambda_for_budget,
     choose_setting_for_accuracy,
@@ -141,10 +141,10 @@ def test_best_single_oracle_and_headline_by_hand():
     # Ties in F1 go to the cheaper expert.
     assert best_single(np.ones((2, 2)), np.array([5.0, 1.0]), ["x", "y"])["name"] == "y"
     curve = [CurvePoint(0, 2.0, 0.80, 0.8), CurvePoint(1, 4.0, 0.87, 0.87), CurvePoint(2, 9.0, 0.95, 0.95)]
-    h = headline(curve, {"f1": 0.875, "cost": 10.0}, {"f1": 0.975})
+    h = curve_figures(curve, {"f1": 0.875, "cost": 10.0}, {"f1": 0.975})
     assert h["cost_at_best_f1"] == 4.0 and h["savings_vs_best"] == pytest.approx(0.6)
     assert h["gap_closed"] == pytest.approx((0.95 - 0.875) / (0.975 - 0.875))
-    none = headline(curve[:1], {"f1": 0.875, "cost": 10.0}, {"f1": 0.975})
+    none = curve_figures(curve[:1], {"f1": 0.875, "cost": 10.0}, {"f1": 0.975})
     assert none["cost_at_best_f1"] is None and none["savings_vs_best"] is None
 
 

@@ -16,7 +16,7 @@ from routing.evaluation.smart_sim import (
     SimSettings,
     agreement_draws,
     candidate_models,
-    run_benchmark,
+    run_smart_sim,
     simulate_job,
     summarize,
 )
@@ -35,7 +35,7 @@ def datasets(profiles_path: Path) -> dict[str, DatasetProfile]:
 @pytest.fixture(scope="module")
 def paper_runs(datasets: dict[str, DatasetProfile]) -> list[RunResult]:
     """The paper's experiment: 3 datasets x 10 deltas x 10 seeds at confidence 0.95."""
-    return run_benchmark(datasets.values(), DELTAS, seeds=10)
+    return run_smart_sim(datasets.values(), DELTAS, seeds=10)
 
 
 def test_profiles_load_with_prices_that_reproduce_the_published_costs(datasets: dict[str, DatasetProfile]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import yaml
 
 from pipelines import exit_codes
-from routing.evaluation.router_bench import BenchSettings, run_benchmark
+from routing.evaluation.router_bench import BenchSettings, run_router_bench
 from routing.features.encoder import default_encoder_path
 from routing.replay.data import ReplayDataError
 
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda _: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     start = time.monotonic()
     try:
-        report = run_benchmark(args.train, args.test, settings, log=log)
+        report = run_router_bench(args.train, args.test, settings, log=log)
     except (ReplayDataError, ValueError) as exc:
         print(f"routebatch bench-router: {exc}", file=sys.stderr)
         return exit_codes.FAILED

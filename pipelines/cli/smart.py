@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipelines import exit_codes
 from routing.evaluation.smart_profiles import PRICES_PER_1K, cost_check, load_profiles
-from routing.evaluation.smart_sim import DELTAS, SimSettings, format_table, run_benchmark, summarize, to_jsonable
+from routing.evaluation.smart_sim import DELTAS, SimSettings, format_table, run_smart_sim, summarize, to_jsonable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence, batch=args.batch, strategy=args.strategy, guarantee=args.guarantee
     )
     started = time.perf_counter()
-    results = run_benchmark(datasets.values(), DELTAS, args.seeds, settings)
+    results = run_smart_sim(datasets.values(), DELTAS, args.seeds, settings)
     summaries = summarize(results)
     elapsed = time.perf_counter() - started
 

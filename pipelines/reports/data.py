@@ -20,6 +20,7 @@ from pipelines.shards import read_run_record
 from pipelines.summary import NotRunOutput, open_output, read_summary
 from routing.answers.squad import load_squad, score_one
 from routing.core.storage import exists, join, read_bytes
+from routing.replay.metrics import upper_hull as replay_upper_hull
 
 _COLUMNS = ("id", "expert", "answer", "error", "cost_usd", "input_tokens", "output_tokens", "expert_seconds")
 THROUGHPUT_BINS = 30
@@ -30,7 +31,7 @@ class ReportError(ValueError):
     """The run directory (or a file named for the report) cannot be reported on."""
 
 
-def read_rows(run_dir: str) -> dict[str, np.ndarray]:
+def read_run_output(run_dir: str) -> dict[str, np.ndarray]:
     """The run's rows, as one array per column (only the small columns)."""
     try:
         dataset = open_output(run_dir, needs="expert")
@@ -197,21 +198,11 @@ def _profile_ids(profile_dir: str) -> list[str]:
 def upper_hull(points: list[dict[str, Any]]) -> list[str]:
     """Names of the points on the cost/F1 frontier, cheapest first: each costs more
     than the previous and buys more F1, and none lies under the line joining its
-    neighbours (mixing those two would do better for the same money)."""
-    pts = sorted(points, key=lambda p: (p["cost_per_row_usd"], -p["f1"]))
-    frontier: list[dict[str, Any]] = []
-    for p in pts:
-        if frontier and p["f1"] <= frontier[-1]["f1"]:
-            continue
-        while len(frontier) >= 2:
-            a, b = frontier[-2], frontier[-1]
-            cross = (b["cost_per_row_usd"] - a["cost_per_row_usd"]) * (p["f1"] - a["f1"]) - (b["f1"] - a["f1"]) * (p["cost_per_row_usd"] - a["cost_per_row_usd"])
-            if cross >= 0:
-                frontier.pop()
-            else:
-                break
-        frontier.append(p)
-    return [p["expert"] for p in frontier]
+    neighbours (mixing those two would do better for the same money). The frontier is
+    the one the routers' random-mix baseline uses, read off the profile's points."""
+    costs = np.array([p["cost_per_row_usd"] for p in points], dtype=np.float64)
+    f1 = np.array([p["f1"] for p in points], dtype=np.float64)
+    return [points[j]["expert"] for j in replay_upper_hull(costs, f1)]
 
 
 def hull_f1_at(frontier: dict[str, Any], cost: float) -> Optional[float]:
@@ -287,7 +278,7 @@ def compute_report(run_dir: str, *, gold: Optional[str] = None, profile: Optiona
     """All figures of the report for one run directory."""
     summary = read_summary(run_dir)
     record = read_run_record(run_dir) or {}
-    rows = read_rows(run_dir)
+    rows = read_run_output(run_dir)
     n = len(rows["expert"])
     routed = int(sum(e is not None for e in rows["expert"]))
     experts = expert_figures(rows)

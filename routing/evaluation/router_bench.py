@@ -38,7 +38,7 @@ from routing.replay.metrics import (
     best_single_index,
     curve_point,
     expert_summary,
-    headline,
+    curve_figures,
     oracle,
     random_mix_curve,
     selection_score,
@@ -229,7 +229,7 @@ def choose_best(train: ReplaySet, s: BenchSettings, candidates: Sequence[str], l
         ref = best_single(f1v, val.costs, list(val.expert_names))
         orc = oracle(f1v, np.nan_to_num(val.em, nan=0.0), val.costs)
         for c in candidates:
-            scores[c].append(selection_score(headline(results[c].curve, ref, orc)))
+            scores[c].append(selection_score(curve_figures(results[c].curve, ref, orc)))
     mean = {c: float(np.mean(v)) for c, v in scores.items()}
     log("inner CV (train only): " + ", ".join(f"{c}={v:+.3f}" for c, v in mean.items()))
     return max(candidates, key=lambda c: (mean[c], -candidates.index(c))), mean
@@ -337,7 +337,7 @@ def _point_dict(p: CurvePoint) -> dict:
     return d
 
 
-def run_benchmark(
+def run_router_bench(
     train_dir: str | Path, test_dir: str | Path, settings: BenchSettings = BenchSettings(),
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
@@ -369,7 +369,7 @@ def run_benchmark(
 
     routers_out = {}
     for name, res in results.items():
-        h = headline(res.curve, best, orc)
+        h = curve_figures(res.curve, best, orc)
         routers_out[name] = {"kind": res.kind, **h, "n_points": len(res.curve)}
         if res.setting is not None:
             routers_out[name]["setting"] = res.setting
@@ -383,7 +383,7 @@ def run_benchmark(
                         t, s.confidence, s.splits, s.calibration_fraction, s.seed)
         for t in s.targets
     ]
-    h_best = headline(chosen.curve, best, orc)
+    h_best = curve_figures(chosen.curve, best, orc)
     deployed = deployed_figures(results, train, test, best)
     if deployed is not None:
         log(f"deployed: {deployed['router']} {deployed['label']}: test cost {deployed['test_cost']:.3g} "

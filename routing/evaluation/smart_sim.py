@@ -190,7 +190,7 @@ def candidate_models(dataset: DatasetProfile, settings: SimSettings = SimSetting
     return [m for m in dataset.models if m != settings.reference]
 
 
-def run_benchmark(
+def run_smart_sim(
     datasets: Iterable[DatasetProfile],
     deltas: Sequence[float] = DELTAS,
     seeds: int = 10,

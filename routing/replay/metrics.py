@@ -96,7 +96,7 @@ def curve_point(
     )
 
 
-def headline(curve: Sequence[CurvePoint], best: dict, oracle_: dict, tolerance: float = 0.01) -> dict:
+def curve_figures(curve: Sequence[CurvePoint], best: dict, oracle_: dict, tolerance: float = 0.01) -> dict:
     """cost_at_best_f1, savings_vs_best, gap_closed and the best F1 within the best's cost."""
     reach = [p.cost for p in curve if p.f1 >= best["f1"] - tolerance - _TIE]
     cost_at = min(reach) if reach else None
