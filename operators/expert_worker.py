@@ -30,7 +30,4 @@ def start_worker(spec: HFExtractiveQAExpert | ReplayExpert) -> Any:
     """Start one actor for an expert with the resources its config asks for."""
     import ray
 
-    options: dict[str, Any] = {"num_cpus": spec.resources.num_cpus, "num_gpus": spec.resources.num_gpus}
-    if spec.resources.custom:
-        options["resources"] = dict(spec.resources.custom)
-    return ray.remote(ExpertWorker).options(**options).remote(spec)
+    return ray.remote(ExpertWorker).options(**spec.resources.ray_options()).remote(spec)

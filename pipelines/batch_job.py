@@ -325,7 +325,6 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
     shares = expected_shares(config, files, readable)
     log.info("expert call sizes from expected shares %s", {n: round(v, 3) for n, v in shares.items()})
     for expert in expert_stage_order(config, cascade):
-        remote_args = {"resources": dict(expert.resources.custom)} if expert.resources.custom else {}
         call_rows = expert_call_rows(batch, expert.batch_size, shares[expert.name])
         start = starting_actors(expert.pool.min_actors, rows, shares[expert.name], call_rows)
         if start < expert.pool.min_actors:
@@ -343,11 +342,10 @@ def build_dataset(config: JobConfig, files: InputFiles, readable: list[str], run
             # holds about PASSES_PER_CALL full passes of this expert's own rows,
             # whatever its share (operators/rebatch.py, bench/RESULTS.md).
             batch_size=call_rows,
-            num_cpus=expert.resources.num_cpus,
-            num_gpus=expert.resources.num_gpus,
-            # Ray Data's actor pools restart a dead actor and retry its batch by default
+            # num_cpus, num_gpus and (when asked for) custom resources. Ray Data's actor
+            # pools restart a dead actor and retry its batch by default
             # (max_restarts=-1, max_task_retries=-1); we rely on that and do not override it.
-            **remote_args,
+            **expert.resources.ray_options(),
         )
     return ds.map_batches(drop_context, batch_format="pyarrow", batch_size=batch, **light)
 

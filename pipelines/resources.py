@@ -54,7 +54,7 @@ def plan_resources(config: JobConfig) -> ResourcePlan:
     # One actor checks duplicate ids and routes (pipelines/batch_job.py, CheckAndRoute).
     plan.stages.append(StageDemand("duplicate-id check and router", {"CPU": ROUTER_ACTOR_CPUS}, 1))
     for e in config.experts:
-        per_actor = {"CPU": e.resources.num_cpus, "GPU": e.resources.num_gpus, **e.resources.custom}
+        per_actor = e.resources.demand()
         plan.stages.append(
             StageDemand(
                 f"experts.{e.name}",

@@ -35,7 +35,7 @@ from operators.schema import empty_row, rows_to_table
 from operators.stages import AnswerWithExpert, RouteRows
 from pipelines.resources import ResourcePlan, StageDemand
 from pipelines.serve.request_body import Item, RequestError, check_declared_length, parse_answer_request
-from routing.core.config import CascadeRouter, ConfigError, JobConfig, LearnedCascadeRouter, ServeSpec
+from routing.core.config import CascadeRouter, ConfigError, JobConfig, LearnedCascadeRouter, Resources, ServeSpec
 
 log = logging.getLogger("routebatch")
 # Inside a replica, Serve writes only its own logger to the replica's log file
@@ -252,11 +252,10 @@ class Ingress:
         return JSONResponse(content={"status": "ready", "router": "router", "experts": list(self.experts)})
 
 
-def _actor_options(num_cpus: float, num_gpus: float = 0.0, custom: Optional[dict] = None) -> dict[str, Any]:
-    options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-    if custom:
-        options["resources"] = dict(custom)
-    return options
+def _cpu_actor_options(num_cpus: float) -> dict[str, Any]:
+    """Actor options for the ingress and router replicas, which hold CPUs only (the
+    same form as an expert's: Resources.ray_options)."""
+    return Resources(num_cpus=num_cpus).ray_options()
 
 
 def build_app(config: JobConfig) -> Any:
@@ -267,7 +266,7 @@ def build_app(config: JobConfig) -> Any:
     router = serve.deployment(RouterReplica).options(
         name="router",
         num_replicas=s.router_replicas,
-        ray_actor_options=_actor_options(s.router_num_cpus),
+        ray_actor_options=_cpu_actor_options(s.router_num_cpus),
         max_ongoing_requests=max(64, 2 * s.max_items),
     ).bind(config.router, names, router_rows, s.batch_wait_timeout_s)
     experts = {}
@@ -280,14 +279,14 @@ def build_app(config: JobConfig) -> Any:
                 "max_replicas": e.pool.max_actors,
                 "target_ongoing_requests": 2,
             },
-            ray_actor_options=_actor_options(e.resources.num_cpus, e.resources.num_gpus, e.resources.custom),
+            ray_actor_options=e.resources.ray_options(),
             # At least one full batch of single-row calls must be able to queue up.
             max_ongoing_requests=max(16, e.batch_size),
         ).bind(e, s.batch_wait_timeout_s, config.execution.batch_timeout_s)
     return serve.deployment(Ingress).options(
         name="ingress",
         num_replicas=1,
-        ray_actor_options=_actor_options(s.ingress_num_cpus),
+        ray_actor_options=_cpu_actor_options(s.ingress_num_cpus),
         max_ongoing_requests=256,
     ).bind(router, experts, {e.name: e.batch_size for e in config.experts}, s.model_dump())
 
@@ -305,7 +304,7 @@ def serve_plan(config: JobConfig) -> ResourcePlan:
         plan.stages.append(
             StageDemand(
                 f"experts.{e.name}",
-                {"CPU": e.resources.num_cpus, "GPU": e.resources.num_gpus, **e.resources.custom},
+                e.resources.demand(),
                 e.pool.min_actors,
                 fix=f"lower experts.{e.name}.resources or pool.min_actors, or add nodes that have them",
             )

@@ -73,6 +73,21 @@ class Resources(_Strict):
         description="Custom Ray resources per actor, e.g. {gpu_a10g: 1} to ask for a GPU class.",
     )
 
+    def ray_options(self) -> dict[str, Any]:
+        """The Ray actor options for one actor of this expert: `num_cpus`, `num_gpus`
+        (always present, 0.0 included) and `resources` only when custom resources are
+        asked for. One place, so the batch job's pools, the Serve replicas and the
+        standalone workers cannot drift apart; a plain dict so routing needs no Ray."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+    def demand(self) -> dict[str, float]:
+        """The per-actor bundle in Ray's cluster-resource names ({"CPU", "GPU", **custom}),
+        the form the resource plan compares against what the cluster has."""
+        return {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom}
+
 
 class Pool(_Strict):
     min_actors: int = Field(default=1, ge=1)
