@@ -139,3 +139,48 @@ def test_constant_router_is_the_best_fixed_expert_per_lambda():
     X, f1, costs = _synthetic()
     loss = ConstantRouter().fit(X, f1, costs).predict_loss(X[:5])
     np.testing.assert_allclose(loss, np.tile([1 - f1[:, 0].mean(), 0.0], (5, 1)))
+
+
+ROUTER_CLASSES = [
+    (L2DRouter, {"hidden": (8,), "epochs": 5, "n_models": 1, "seed": 3}),
+    (SharedTrunkRouter, {"hidden": (8,), "epochs": 5, "n_models": 1, "loss": "mse"}),
+    (KNNRouter, {"n_neighbors": 7}),
+    (ConstantRouter, {}),
+]
+
+
+@pytest.mark.parametrize("cls,params", ROUTER_CLASSES, ids=[c.__name__ for c, _ in ROUTER_CLASSES])
+def test_routers_follow_the_estimator_conventions(cls, params):
+    # Constructor parameters are kept exactly as given and get_params returns them;
+    # construction learns nothing; fit returns the estimator itself, and what it learnt
+    # is in trailing-underscore attributes.
+    router = cls(**params)
+    got = router.get_params()
+    for name, value in params.items():
+        assert got[name] is value
+    assert cls(**got).get_params() == got
+    assert not [a for a in vars(router) if a.endswith("_")]
+    X, f1, costs = _synthetic(n=60)
+    assert router.fit(X, f1, costs) is router
+    assert {"n_features_", "n_experts_"} <= set(vars(router))
+    assert router.get_params() == got  # fitting leaves the parameters alone
+
+
+def test_a_router_missing_a_method_cannot_be_built():
+    from routing.routers.base import BaseRouter
+
+    class NoPredict(BaseRouter):
+        kind = "broken"
+
+        def fit(self, X, f1, costs):
+            return self
+
+        def get_state(self):
+            return {}, {}
+
+        @classmethod
+        def from_state(cls, config, tensors):
+            return cls()
+
+    with pytest.raises(TypeError, match="predict_loss"):
+        NoPredict()

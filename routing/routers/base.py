@@ -13,28 +13,34 @@ float arrays (for safetensors) and back, so checkpoints never need pickle.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
 
-class BaseRouter:
-    """Base class: subclasses set `kind` and implement the four methods below."""
+class BaseRouter(ABC):
+    """Base class: subclasses set `kind` and implement the four abstract methods, so a
+    router missing one fails when it is constructed, not when a job first calls it."""
 
     kind: ClassVar[str] = ""
 
+    @abstractmethod
     def fit(self, X: np.ndarray, f1: np.ndarray, costs: np.ndarray) -> "BaseRouter":
-        raise NotImplementedError
+        """Learn from the training profile; returns self."""
 
+    @abstractmethod
     def predict_loss(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Expected loss 1 - F1 of every expert on every row, (n, k)."""
 
+    @abstractmethod
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        raise NotImplementedError
+        """(JSON-able settings, named float arrays) of a fitted router."""
 
     @classmethod
+    @abstractmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "BaseRouter":
-        raise NotImplementedError
+        """The router `get_state` described, fitted."""
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters (scikit-learn convention), used by checkpoints."""

@@ -96,7 +96,7 @@ class L2DRouter(BaseRouter):
         n_models: int = 3,
         seed: int = 0,
     ) -> None:
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = hidden  # as given (scikit-learn convention); read as ints where a model is built
         self.cost_weight = cost_weight
         self.epochs = epochs
         self.lr = lr
@@ -107,7 +107,7 @@ class L2DRouter(BaseRouter):
         self.seed = seed
 
     def _new_model(self) -> _Rejector:
-        return _Rejector(self.n_features_, self.hidden, self.n_experts_, self.dropout)
+        return _Rejector(self.n_features_, tuple(int(h) for h in self.hidden), self.n_experts_, self.dropout)
 
     def fit(self, X: np.ndarray, f1: np.ndarray, costs: np.ndarray) -> "L2DRouter":
         X, f1, costs = check_fit_inputs(X, f1, costs)
@@ -167,7 +167,7 @@ class L2DRouter(BaseRouter):
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._check_fitted()
         params = self.get_params()
-        params["hidden"] = list(self.hidden)
+        params["hidden"] = [int(h) for h in self.hidden]
         config = {"kind": self.kind, "params": params, "n_features": self.n_features_, "n_experts": self.n_experts_}
         tensors = {"cost_scale": self.cost_scale_.astype(np.float32)}
         for m, model in enumerate(self.models_):

@@ -57,7 +57,7 @@ class SharedTrunkRouter(BaseRouter):
         n_models: int = 3,
         seed: int = 0,
     ) -> None:
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = hidden  # as given (scikit-learn convention); read as ints where a model is built
         self.loss = loss
         self.epochs = epochs
         self.lr = lr
@@ -67,7 +67,7 @@ class SharedTrunkRouter(BaseRouter):
         self.seed = seed
 
     def _new_model(self) -> _TrunkNet:
-        return _TrunkNet(self.n_features_, self.hidden, self.n_experts_, self.dropout)
+        return _TrunkNet(self.n_features_, tuple(int(h) for h in self.hidden), self.n_experts_, self.dropout)
 
     def fit(self, X: np.ndarray, f1: np.ndarray, costs: np.ndarray) -> "SharedTrunkRouter":
         if self.loss not in ("bce", "mse"):
@@ -113,7 +113,7 @@ class SharedTrunkRouter(BaseRouter):
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._check_fitted()
         params = self.get_params()
-        params["hidden"] = list(self.hidden)
+        params["hidden"] = [int(h) for h in self.hidden]
         config = {"kind": self.kind, "params": params, "n_features": self.n_features_, "n_experts": self.n_experts_}
         tensors: dict[str, np.ndarray] = {}
         for m, model in enumerate(self.models_):
