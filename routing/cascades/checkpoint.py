@@ -22,7 +22,6 @@ worst be refused. `router.json` says which of the two kinds a directory holds.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +29,9 @@ from typing import Any, Optional
 import numpy as np
 from safetensors.numpy import save_file
 
-from routing.core.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, distinct_names, read_config_file, read_weights_file
+from routing.core.checkpoint_files import (
+    CONFIG_FILE, WEIGHTS_FILE, CheckpointError, cost_list, distinct_names, finite_number, read_config_file, read_weights_file,
+)
 from routing.core.config import LearnedCascadeRouter
 from routing.cascades.learned import LearnedCascade, LearnedCascadeModel, LearnedCascadePlan, check_weights, choose_threshold
 
@@ -79,28 +80,24 @@ def save_learned_cascade(fitted: LearnedCascade, path: str | Path, *, info: dict
     return path
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_cascade_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
     config = read_config_file(path, _KEYS, FORMAT, VERSION)
     chain = config["chain"]
     if not distinct_names(chain, 2, 64):
         raise CheckpointError(f"{file}: chain must be 2-64 distinct expert names of [A-Za-z0-9_.-]")
 
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    costs = config["costs"]
-    if not isinstance(costs, list) or len(costs) != len(chain) or not all(number(c) and c >= 0 for c in costs):
+    if not cost_list(config["costs"], len(chain)):
         raise CheckpointError(f"{file}: costs must be one finite non-negative number per chain expert")
-    if not number(config["l2"]) or config["l2"] < 0:
+    if not finite_number(config["l2"]) or config["l2"] < 0:
         raise CheckpointError(f"{file}: l2 must be a finite non-negative number")
     grid = config["thresholds"]
     if (
         not isinstance(grid, list) or not 1 <= len(grid) <= MAX_THRESHOLDS
-        or not all(number(t) and 0 <= t <= 1 for t in grid) or any(a >= b for a, b in zip(grid, grid[1:]))
+        or not all(finite_number(t) and 0 <= t <= 1 for t in grid) or any(a >= b for a, b in zip(grid, grid[1:]))
     ):
         raise CheckpointError(f"{file}: thresholds must be 1-{MAX_THRESHOLDS} increasing numbers in [0, 1]")
-    if not number(config["threshold"]) or not 0 <= config["threshold"] <= 1:
+    if not finite_number(config["threshold"]) or not 0 <= config["threshold"] <= 1:
         raise CheckpointError(f"{file}: threshold must be a number in [0, 1]")
     if not isinstance(config["info"], dict):
         raise CheckpointError(f"{file}: info must be a mapping")
@@ -142,7 +139,7 @@ def load_learned_cascade(
     if sum(v is not None for v in (threshold, budget_per_item, accuracy_target)) > 1:
         raise ValueError("choose one of threshold, budget_per_item, accuracy_target")
     path = Path(path)
-    config = _read_config(path)
+    config = _read_cascade_config(path)
     weights, cal = _read_weights(path, len(config["chain"]), len(config["thresholds"]))
     try:
         check_weights(config["chain"], weights)

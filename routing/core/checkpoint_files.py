@@ -7,6 +7,7 @@ does not import the pre-answer routers (and with them torch) into the job's acto
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ def read_config_file(path: Path, keys: set[str], fmt: str, version: int) -> dict
     if config["format"] != fmt or config["version"] != version:
         raise CheckpointError(f"{file}: format {config['format']!r} v{config['version']!r}; this code reads {fmt} v{version}")
     return config
+
+
+def finite_number(v: Any) -> bool:
+    """A JSON number that is finite (bools are not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def cost_list(costs: Any, n: int) -> bool:
+    """A list of n finite non-negative numbers: one price per expert."""
+    return isinstance(costs, list) and len(costs) == n and all(finite_number(c) and c >= 0 for c in costs)
 
 
 def distinct_names(names: Any, lo: int, hi: int) -> bool:

@@ -30,7 +30,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from safetensors.numpy import save_file
 
-from routing.core.checkpoint_files import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, distinct_names, read_config_file, read_weights_file
+from routing.core.checkpoint_files import (
+    CONFIG_FILE, WEIGHTS_FILE, CheckpointError, cost_list, distinct_names, finite_number, read_config_file, read_weights_file,
+)
 from routing.features.featurizer import RouterFeaturizer
 from routing.calibration.policy import choose_lambda_for_budget, choose_setting_for_accuracy, lambda_grid, lambda_settings, route
 from routing.routers.base import BaseRouter
@@ -95,7 +97,7 @@ class RouterCheckpoint:
     ) -> "RouterCheckpoint":
         """Load and validate; `encoder` relocates the featurizer's encoder (same model, other path)."""
         path = Path(path)
-        config = _read_config(path)
+        config = _read_router_config(path)
         tensors = _read_tensors(path)
         names = tuple(config["expert_names"])
         k = len(names)
@@ -249,17 +251,13 @@ class RoutingPolicy:
 
 # -- validation helpers -----------------------------------------------------------------
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_router_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
     config = read_config_file(path, _TOP_KEYS, FORMAT, VERSION)
     names = config["expert_names"]
     if not distinct_names(names, 1, 1000):
         raise CheckpointError(f"{file}: expert_names must be 1-1000 distinct names of [A-Za-z0-9_.-]")
-    costs = config["costs"]
-    if (
-        not isinstance(costs, list) or len(costs) != len(names)
-        or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0 for c in costs)
-    ):
+    if not cost_list(config["costs"], len(names)):
         raise CheckpointError(f"{file}: costs must be one finite non-negative number per expert")
     cands = config["candidates"]
     if not isinstance(cands, list) or not cands or not all(isinstance(c, str) and c in names for c in cands):
