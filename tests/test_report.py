@@ -100,7 +100,7 @@ def test_without_a_profile_no_best_single_expert_is_named(tmp_path, with_gold):
     """Each expert of a routed run answered different questions: comparing their F1 (or
     pricing the run against one of them) is no comparison, so the report names none,
     shows no saving, and says which command gives the comparison."""
-    from pipelines.reports.html import headline, render_html
+    from pipelines.reports.html import headline_sentence as headline, render_html
 
     run, rows = _fake_run(tmp_path)
     _, _, r = write_report(str(run), gold=str(GOLD) if with_gold else None)
@@ -234,3 +234,22 @@ def test_run_command_writes_a_report_that_matches_its_parquet(local_ray, tmp_pat
     assert sum(r["throughput"]["rows_per_bin"]) == sum(x["answered_at"] is not None for x in table) == len(table) - 2
     summary = json.loads((out / "_summary.json").read_text())
     assert r["cost"]["total_usd"] == pytest.approx(summary["total_cost_usd"])
+
+
+def test_hostile_names_and_paths_are_escaped_in_the_page(tmp_path):
+    # The page is a Jinja2 template with autoescape on: an expert name, an error kind or
+    # a run path that holds markup must come out as text, never as markup.
+    from pipelines.reports.html import render_html
+
+    run, rows = _fake_run(tmp_path)
+    _, _, r = write_report(str(run), gold=str(GOLD))
+    evil = "<script>alert(1)</script>\"'&"
+    r = json.loads(json.dumps(r))
+    r["run_dir"] = "/tmp/" + evil
+    r["experts"] = {evil + name: e for name, e in r["experts"].items()}
+    r["errors_by_kind"] = {evil: 3}
+    page = render_html(r)
+    assert "<script>" not in page and evil not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;"
+    assert page.count(escaped) >= 1 + len(r["experts"]) + 1  # the path, each expert's rows, the error kind
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")

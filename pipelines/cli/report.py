@@ -23,13 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pipelines.reports.write import write_report
     from pipelines.reports.data import ReportError
-    from pipelines.reports.html import headline
+    from pipelines.reports.html import headline_sentence
 
     try:
         html_path, json_path, figures = write_report(args.run_dir, gold=args.gold, profile=args.profile, output=args.output)
     except ReportError as exc:
         print(f"routebatch report: {exc}", file=sys.stderr)
         return exit_codes.CONFIG
-    print(headline(figures))
+    print(headline_sentence(figures))
     print(f"report: {html_path}\nfigures: {json_path}")
     return exit_codes.OK
