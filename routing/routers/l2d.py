@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from routing.routers.mlp import build_mlp, load_module_from_numpy, module_to_numpy, train_full_batch
-from routing.routers.base import BaseRouter, check_fit_inputs, check_param_dict
+from routing.routers.base import check_fit_inputs
+from routing.routers.ensemble import TorchEnsembleRouter
+from routing.routers.mlp import build_mlp
 
 
 def l2d_surrogate(logits: torch.Tensor, target_costs: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ class _Rejector(nn.Module):
         return self.scores(h), F.softplus(self.total(h)).squeeze(1)
 
 
-class L2DRouter(BaseRouter):
+class L2DRouter(TorchEnsembleRouter):
     """Cost-sensitive two-stage L2D rejector; a small seeded ensemble of MLPs.
 
     `cost_weight` (beta) is the price of the most expensive expert in units of answer
@@ -83,6 +84,10 @@ class L2DRouter(BaseRouter):
     """
 
     kind = "l2d"
+    net = _Rejector
+    param_types = {"hidden": list, "cost_weight": (int, float), "epochs": int, "lr": (int, float),
+                   "weight_decay": (int, float), "dropout": (int, float), "total_weight": (int, float),
+                   "n_models": int, "seed": int}
 
     def __init__(
         self,
@@ -106,9 +111,6 @@ class L2DRouter(BaseRouter):
         self.n_models = n_models
         self.seed = seed
 
-    def _new_model(self) -> _Rejector:
-        return _Rejector(self.n_features_, tuple(int(h) for h in self.hidden), self.n_experts_, self.dropout)
-
     def fit(self, X: np.ndarray, f1: np.ndarray, costs: np.ndarray) -> "L2DRouter":
         X, f1, costs = check_fit_inputs(X, f1, costs)
         self.n_features_, self.n_experts_ = X.shape[1], f1.shape[1]
@@ -118,29 +120,23 @@ class L2DRouter(BaseRouter):
         total = C.sum(dim=1)
         tau_mean = (total[:, None] - C).mean(dim=0)
         xt = torch.as_tensor(X)
-        self.models_: list[_Rejector] = []
-        self.loss_traces_: list[list[float]] = []
-        for m in range(self.n_models):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed * 1000 + m)
-                model = self._new_model()
-                # Start at the population answer for an uninformative x: softmax_j ∝
-                # mean tau_j and total = mean C. Shrinkage then pulls towards that,
-                # i.e. towards "route by average expert quality", not towards uniform.
-                with torch.no_grad():
-                    model.scores.bias.copy_(torch.log(tau_mean.clamp(min=1e-6)))
-                    model.total.bias.fill_(float(torch.log(torch.expm1(total.mean().clamp(min=1e-3)))))
 
-                def loss_fn(model: _Rejector = model) -> torch.Tensor:
-                    logits, t_hat = model(xt)
-                    # Normalise by k so the surrogate's scale does not grow with the pool.
-                    sur = l2d_surrogate(logits, C) / self.n_experts_
-                    return sur + self.total_weight * F.mse_loss(t_hat, total)
+        def init(model: _Rejector) -> None:
+            # Start at the population answer for an uninformative x: softmax_j ∝
+            # mean tau_j and total = mean C. Shrinkage then pulls towards that,
+            # i.e. towards "route by average expert quality", not towards uniform.
+            model.scores.bias.copy_(torch.log(tau_mean.clamp(min=1e-6)))
+            model.total.bias.fill_(float(torch.log(torch.expm1(total.mean().clamp(min=1e-3)))))
 
-                self.loss_traces_.append(
-                    train_full_batch(model, loss_fn, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay)
-                )
-            self.models_.append(model)
+        def loss(model: _Rejector):
+            def loss_fn() -> torch.Tensor:
+                logits, t_hat = model(xt)
+                # Normalise by k so the surrogate's scale does not grow with the pool.
+                sur = l2d_surrogate(logits, C) / self.n_experts_
+                return sur + self.total_weight * F.mse_loss(t_hat, total)
+            return loss_fn
+
+        self.loss_traces_ = self._fit_ensemble(init, loss)
         return self
 
     def decision_scores(self, X: np.ndarray) -> np.ndarray:
@@ -165,40 +161,14 @@ class L2DRouter(BaseRouter):
         return np.clip(np.mean(out, axis=0), 0.0, 1.0)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = self.get_params()
-        params["hidden"] = [int(h) for h in self.hidden]
-        config = {"kind": self.kind, "params": params, "n_features": self.n_features_, "n_experts": self.n_experts_}
-        tensors = {"cost_scale": self.cost_scale_.astype(np.float32)}
-        for m, model in enumerate(self.models_):
-            tensors.update(module_to_numpy(model, f"m{m}."))
-        return config, tensors
+        return self._ensemble_state({"cost_scale": self.cost_scale_.astype(np.float32)} if hasattr(self, "cost_scale_") else {})
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "L2DRouter":
-        params = check_param_dict(
-            config, cls.kind,
-            {"hidden": list, "cost_weight": (int, float), "epochs": int, "lr": (int, float),
-             "weight_decay": (int, float), "dropout": (int, float), "total_weight": (int, float),
-             "n_models": int, "seed": int},
-        )
-        if not all(isinstance(h, int) and 1 <= h <= 4096 for h in params["hidden"]) or len(params["hidden"]) > 8:
-            raise ValueError("router l2d: hidden must be a short list of layer widths")
-        if not 1 <= params["n_models"] <= 64:
-            raise ValueError("router l2d: n_models out of range")
-        obj = cls(**params)
-        obj.n_features_, obj.n_experts_ = config["n_features"], config["n_experts"]
+        obj = cls(**cls._checked_params(config))
         scale = tensors.get("cost_scale")
-        if scale is None or scale.shape != (obj.n_experts_,):
+        if scale is None or scale.shape != (config["n_experts"],):
             raise ValueError("router l2d: cost_scale missing or mis-shaped")
         obj.cost_scale_ = scale.astype(np.float64)
-        known = {"cost_scale"}
-        obj.models_ = []
-        for m in range(obj.n_models):
-            model = obj._new_model()
-            load_module_from_numpy(model, tensors, f"m{m}.")
-            known |= {f"m{m}.{name}" for name in model.state_dict()}
-            obj.models_.append(model)
-        if set(tensors) != known:
-            raise ValueError(f"router l2d: unexpected tensors {sorted(set(tensors) - known)}")
+        obj._load_ensemble(config, tensors, {"cost_scale"})
         return obj

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from routing.routers.mlp import build_mlp, load_module_from_numpy, module_to_numpy, train_full_batch
-from routing.routers.base import BaseRouter, check_fit_inputs, check_param_dict
+from routing.routers.base import check_fit_inputs
+from routing.routers.ensemble import TorchEnsembleRouter
+from routing.routers.mlp import build_mlp
 
 
 class _TrunkNet(nn.Module):
@@ -36,7 +37,7 @@ class _TrunkNet(nn.Module):
         return self.heads(self.trunk(x))
 
 
-class SharedTrunkRouter(BaseRouter):
+class SharedTrunkRouter(TorchEnsembleRouter):
     """Shared MLP trunk + per-expert sigmoid heads; a seeded ensemble of `n_models`.
 
     Regularised hard by default for the same reason as `L2DRouter` (see there); heads
@@ -45,6 +46,9 @@ class SharedTrunkRouter(BaseRouter):
     """
 
     kind = "trunk"
+    net = _TrunkNet
+    param_types = {"hidden": list, "loss": str, "epochs": int, "lr": (int, float), "weight_decay": (int, float),
+                   "dropout": (int, float), "n_models": int, "seed": int}
 
     def __init__(
         self,
@@ -66,9 +70,6 @@ class SharedTrunkRouter(BaseRouter):
         self.n_models = n_models
         self.seed = seed
 
-    def _new_model(self) -> _TrunkNet:
-        return _TrunkNet(self.n_features_, tuple(int(h) for h in self.hidden), self.n_experts_, self.dropout)
-
     def fit(self, X: np.ndarray, f1: np.ndarray, costs: np.ndarray) -> "SharedTrunkRouter":
         if self.loss not in ("bce", "mse"):
             raise ValueError(f"loss must be 'bce' or 'mse', got {self.loss!r}")
@@ -79,26 +80,23 @@ class SharedTrunkRouter(BaseRouter):
         xt = torch.as_tensor(X)
         denom = mask.sum().clamp(min=1.0)
         prior = ((y * mask).sum(0) / mask.sum(0).clamp(min=1.0)).clamp(1e-3, 1 - 1e-3)
-        self.models_: list[_TrunkNet] = []
-        for m in range(self.n_models):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed * 1000 + m)
-                model = self._new_model()
-                # Start every head at its expert's mean F1, so regularisation shrinks
-                # towards "the average expert quality", not towards F1 = 0.5.
-                with torch.no_grad():
-                    model.heads.bias.copy_(torch.logit(prior, eps=1e-3))
 
-                def loss_fn(model: _TrunkNet = model) -> torch.Tensor:
-                    out = model(xt)
-                    if self.loss == "bce":
-                        per = F.binary_cross_entropy_with_logits(out, y, reduction="none")
-                    else:
-                        per = (torch.sigmoid(out) - y) ** 2
-                    return (per * mask).sum() / denom
+        def init(model: _TrunkNet) -> None:
+            # Start every head at its expert's mean F1, so regularisation shrinks
+            # towards "the average expert quality", not towards F1 = 0.5.
+            model.heads.bias.copy_(torch.logit(prior, eps=1e-3))
 
-                train_full_batch(model, loss_fn, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay)
-            self.models_.append(model)
+        def loss(model: _TrunkNet):
+            def loss_fn() -> torch.Tensor:
+                out = model(xt)
+                if self.loss == "bce":
+                    per = F.binary_cross_entropy_with_logits(out, y, reduction="none")
+                else:
+                    per = (torch.sigmoid(out) - y) ** 2
+                return (per * mask).sum() / denom
+            return loss_fn
+
+        self._fit_ensemble(init, loss)
         return self
 
     def predict_f1(self, X: np.ndarray) -> np.ndarray:
@@ -111,35 +109,13 @@ class SharedTrunkRouter(BaseRouter):
         return 1.0 - self.predict_f1(X)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = self.get_params()
-        params["hidden"] = [int(h) for h in self.hidden]
-        config = {"kind": self.kind, "params": params, "n_features": self.n_features_, "n_experts": self.n_experts_}
-        tensors: dict[str, np.ndarray] = {}
-        for m, model in enumerate(self.models_):
-            tensors.update(module_to_numpy(model, f"m{m}."))
-        return config, tensors
+        return self._ensemble_state({})
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "SharedTrunkRouter":
-        params = check_param_dict(
-            config, cls.kind,
-            {"hidden": list, "loss": str, "epochs": int, "lr": (int, float), "weight_decay": (int, float),
-             "dropout": (int, float), "n_models": int, "seed": int},
-        )
-        if not all(isinstance(h, int) and 1 <= h <= 4096 for h in params["hidden"]) or len(params["hidden"]) > 8:
-            raise ValueError("router trunk: hidden must be a short list of layer widths")
-        if params["loss"] not in ("bce", "mse") or not 1 <= params["n_models"] <= 64:
+        params = cls._checked_params(config)
+        if params["loss"] not in ("bce", "mse"):
             raise ValueError("router trunk: bad loss or n_models")
         obj = cls(**params)
-        obj.n_features_, obj.n_experts_ = config["n_features"], config["n_experts"]
-        known: set[str] = set()
-        obj.models_ = []
-        for m in range(obj.n_models):
-            model = obj._new_model()
-            load_module_from_numpy(model, tensors, f"m{m}.")
-            known |= {f"m{m}.{name}" for name in model.state_dict()}
-            obj.models_.append(model)
-        if set(tensors) != known:
-            raise ValueError(f"router trunk: unexpected tensors {sorted(set(tensors) - known)}")
+        obj._load_ensemble(config, tensors, set())
         return obj
