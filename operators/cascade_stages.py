@@ -21,8 +21,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from routing.cascades.agreement import CascadePlan
-from routing.cascades.learned import LearnedCascadePlan
+from routing.cascades.agreement_plan import CascadePlan
+from routing.cascades.learned_plan import LearnedCascadePlan
 
 log = logging.getLogger("routebatch")
 

@@ -27,8 +27,8 @@ from routing.core.config import (
     OpenAICompatibleExpert,
     ReplayExpert,
 )
-from routing.cascades.agreement import CascadePlan
-from routing.cascades.learned import LearnedCascadePlan
+from routing.cascades.agreement_plan import CascadePlan
+from routing.cascades.learned_plan import LearnedCascadePlan
 from routing.core.costs import charge_rows
 from routing.answers.validation import DuplicateIdTracker
 

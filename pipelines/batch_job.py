@@ -62,8 +62,8 @@ from routing.core.config import (
     load_config,
     ReplayExpert,
 )
-from routing.cascades.agreement import CascadePlan
-from routing.cascades.learned import LearnedCascadePlan
+from routing.cascades.agreement_plan import CascadePlan
+from routing.cascades.learned_plan import LearnedCascadePlan
 from routing.core.storage import exists, filesystem_and_path, is_s3, join
 
 log = logging.getLogger("routebatch")

@@ -68,7 +68,7 @@ def build_router(spec: FixedRouter | RuleRouter | CheckpointRouter | CascadeRout
     if isinstance(spec, CascadeRouter):
         # Its route() only sends every question to the first stage; the expert stages
         # take the cascade's later decisions (operators/cascade_stages.py).
-        from routing.cascades.agreement import CascadePlan
+        from routing.cascades.agreement_plan import CascadePlan
 
         return CascadePlan.from_spec(spec)
     if isinstance(spec, LearnedCascadeRouter):

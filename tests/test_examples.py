@@ -33,7 +33,7 @@ def test_cascade_example_replays_as_its_comment_says():
     """The figures in examples/squad-cascade.yaml's header, from its own router fields."""
     import numpy as np
 
-    from routing.cascades.agreement import cascade_decide, pairwise_agreement
+    from routing.cascades.agreement_plan import cascade_decide, pairwise_agreement
     from routing.core.config import load_config
     from routing.replay.data import load_replay
 

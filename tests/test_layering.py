@@ -131,3 +131,22 @@ def test_unit_rules_are_one_way():
         return seen
 
     assert [u for u in ALLOWED if u in reaches(u)] == []
+
+
+# Modules that fit or cross-validate: the driver and the CLI use them; the job's actors
+# (operators/) take only the run-time plans (routing/cascades/*_plan.py).
+FITTING_MODULES = {"routing.cascades.agreement", "routing.cascades.learned", "routing.training", "routing.evaluation"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] == "operators"))
+def test_workers_import_plans_not_fitting_code(module):
+    bad = sorted(
+        name for name in imported_names(MODULES[module])
+        if any(name == f or name.startswith(f + ".") for f in FITTING_MODULES)
+    )
+    assert bad == [], f"{module} imports fitting code {bad}; import the plan modules (routing/cascades/*_plan.py)"
+
+
+def test_plan_modules_do_not_import_their_fitting_modules():
+    for plan in ("routing.cascades.agreement_plan", "routing.cascades.learned_plan"):
+        assert not imported_names(MODULES[plan]) & FITTING_MODULES, plan

@@ -10,14 +10,8 @@ import pytest
 from routing.cascades.answer_features import answer_stats, candidate_features, n_features
 from routing.cascades.checkpoint import load_learned_cascade, save_learned_cascade
 from routing.core.checkpoint_files import CheckpointError
-from routing.cascades.learned import (
-    LearnedCascade,
-    LearnedCascadeModel,
-    LearnedCascadePlan,
-    choose_threshold,
-    decide_chain,
-    fit_logistic,
-)
+from routing.cascades.learned_plan import LearnedCascadeModel, LearnedCascadePlan, decide_chain
+from routing.cascades.learned import LearnedCascade, choose_threshold, fit_logistic
 from routing.replay.data import load_replay
 from tests.router_data import write_replay
 

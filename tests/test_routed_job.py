@@ -77,7 +77,7 @@ def _recorded(name: str) -> dict[str, str]:
 def test_cascade_router_answers_as_cascade_decide_and_pays_for_every_expert_asked(local_ray, tmp_path, router):
     import numpy as np
 
-    from routing.cascades.agreement import cascade_decide, pairwise_agreement
+    from routing.cascades.agreement_plan import cascade_decide, pairwise_agreement
 
     router = {"kind": "cascade", "final": "bert-large-single-v2", **router}
     names = list(CASCADE_PRICES)

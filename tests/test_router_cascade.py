@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.cascades.agreement import AgreementCascade, CascadePlan, answer_agreement, cascade_decide, pairwise_agreement
+from routing.cascades.agreement_plan import CascadePlan, answer_agreement, cascade_decide, pairwise_agreement
+from routing.cascades.agreement import AgreementCascade
 from routing.replay.data import load_replay
 
 

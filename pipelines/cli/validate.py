@@ -26,7 +26,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"  experts: {experts}")
     router = config.router
     if router.kind == "cascade":
-        from routing.cascades.agreement import describe_cascade
+        from routing.cascades.agreement_plan import describe_cascade
 
         print(f"  router: cascade {describe_cascade(router.stages, router.final, router.agreement, router.quorum)}")
     elif router.kind == "learned-cascade":

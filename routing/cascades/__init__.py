@@ -1,8 +1,12 @@
 """Cascades: ask cheap experts first and decide from their answers whether to pay for more.
 
-`agreement` is the hand-set agreement cascade, `learned` the cascade whose stopping rule is a
-fitted model over `answer_features`, `checkpoint` saves and loads a learned cascade. It may
-import `routing.calibration`, `routing.replay`, `routing.core` and `routing.answers`, never
-`routing.routers`, `routing.features` or `routing.evaluation`; the top-level `routing.rules` /
-`routing.training`, evaluation, `operators/` and `pipelines/` may import it.
+Each cascade is two modules: its decision rule and run-time plan (`agreement_plan`,
+`learned_plan`: what the batch job's expert actors load, the `CascadeStep` a row takes
+next), and its fitting on replay data (`agreement`, `learned`: families of settings,
+cross-validation, the threshold choice), which imports the plan and never the other way
+round; `answer_features` are the learned plan's inputs, `checkpoint` saves and loads a
+learned cascade. The subpackage may import `routing.calibration`, `routing.replay`,
+`routing.core` and `routing.answers`, never `routing.routers`, `routing.features` or
+`routing.evaluation`; the top-level `routing.rules` / `routing.training`, evaluation,
+`operators/` (plans only, tests/test_layering.py) and `pipelines/` may import it.
 """

@@ -33,7 +33,8 @@ from routing.core.checkpoint_files import (
     CONFIG_FILE, WEIGHTS_FILE, CheckpointError, cost_list, distinct_names, finite_number, read_config_file, read_weights_file,
 )
 from routing.core.config import LearnedCascadeRouter
-from routing.cascades.learned import LearnedCascade, LearnedCascadeModel, LearnedCascadePlan, check_weights, choose_threshold
+from routing.cascades.learned_plan import LearnedCascadeModel, LearnedCascadePlan, check_weights
+from routing.cascades.learned import LearnedCascade, choose_threshold
 
 FORMAT = "routebatch-learned-cascade"
 VERSION = 1

@@ -24,7 +24,7 @@ final expert's F1. Nothing is tuned on test questions.
 This is the combination the anchors do not make: SMART and RouteLLM calibrate a
 choice between fixed models, the learning-to-defer rejector decides before any expert
 answers; the learned cascade learns its deferral decision from the answers themselves.
-`LearnedCascadePlan` takes the same decisions one expert at a time inside the batch job.
+`LearnedCascadePlan` (`routing/cascades/learned_plan.py`, with the decision rule) takes the same decisions one expert at a time inside the batch job.
 """
 
 from __future__ import annotations
@@ -35,17 +35,20 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from routing.cascades.answer_features import AnswerStats, answer_stats, candidate_features, n_features
-from routing.cascades.agreement import CascadeStep
+from routing.cascades.answer_features import AnswerStats, answer_stats
+from routing.cascades.learned_plan import (
+    LearnedCascadeModel,
+    _sigmoid,
+    best_answers,
+    decide_thresholds,
+    scores_from_features,
+    step_features,
+)
 from routing.replay.metrics import CurvePoint, best_single_index, curve_point
 from routing.calibration.policy import choose_setting_for_accuracy
 from routing.replay.data import ReplaySet, grouped_folds
 
 DEFAULT_L2: tuple[float, ...] = (0.3, 1.0, 3.0)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 100) -> np.ndarray:
@@ -89,25 +92,6 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 100) -
     return w
 
 
-def step_features(stats: AnswerStats, m: int) -> list[np.ndarray]:
-    """The feature matrix of every candidate position after m chain experts."""
-    return [candidate_features(stats, m, c) for c in range(m)]
-
-
-def scores_from_features(features: Sequence[np.ndarray], answered: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(n, m) predicted F1 per candidate; -inf where the position gave no answer."""
-    out = np.full((answered.shape[0], len(features)), -np.inf)
-    for c, X in enumerate(features):
-        ok = answered[:, c]
-        out[ok, c] = _sigmoid(X[ok] @ weights)
-    return out
-
-
-def step_scores(stats: AnswerStats, m: int, weights: np.ndarray) -> np.ndarray:
-    """(n, m) predicted F1 of each answer after m chain experts; -inf where there is none."""
-    return scores_from_features(step_features(stats, m), stats.answered, weights)
-
-
 def step_designs(stats: AnswerStats, f1: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """(X, y) per step (after 1, 2, ..., width experts): one row per answered candidate,
     its true F1 as the target; `f1` is (n, width), the chain experts' F1."""
@@ -125,73 +109,6 @@ def step_designs(stats: AnswerStats, f1: np.ndarray) -> list[tuple[np.ndarray, n
 def fit_steps(stats: AnswerStats, f1: np.ndarray, l2: float) -> list[np.ndarray]:
     """One weight vector per step, fitted on `step_designs`."""
     return [fit_logistic(X, y, l2) for X, y in step_designs(stats, f1)]
-
-
-def best_answers(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position, score) of each row's best-scoring answer; the score is -inf for a row
-    with no answer at all."""
-    best = np.argmax(scores, axis=1)
-    return best, scores[np.arange(scores.shape[0]), best]
-
-
-def trusted(top: np.ndarray, theta: np.ndarray | float) -> np.ndarray:
-    """The stop rule: a row stops once its best answer's score reaches the threshold."""
-    return np.isfinite(top) & (top >= theta)
-
-
-def decide_thresholds(
-    scores: Sequence[np.ndarray], step_costs: np.ndarray, thresholds: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(T, n) chain position answering and cost paid, per threshold and question.
-
-    `scores[m-1]` is what `step_scores` gives after m experts; `step_costs` the chain's
-    costs. A question stops at the first step before the last whose best score is
-    >= the threshold, else after the last step, where the best-scoring answer of all is
-    returned. A question with no answer at all after the last expert gets position -1.
-    The best answer of each step does not depend on the threshold, so every threshold
-    is decided at once.
-    """
-    width = len(scores)
-    n = scores[0].shape[0]
-    rows = np.arange(n)
-    best, top = (np.stack(a) for a in zip(*(best_answers(s) for s in scores)))  # (width, n) each
-    theta = np.asarray(thresholds, dtype=np.float64)[:, None]
-    stop_at = np.full((len(theta), n), width - 1)
-    for m in reversed(range(width - 1)):  # the earliest step that trusts an answer wins
-        stop_at = np.where(trusted(top[m], theta), m, stop_at)
-    choice = np.where(np.isfinite(top[stop_at, rows]), best[stop_at, rows], -1)
-    paid = np.cumsum(step_costs)[stop_at]
-    return choice, paid
-
-
-def decide_chain(
-    scores: Sequence[np.ndarray], step_costs: np.ndarray, theta: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """`decide_thresholds` for one threshold: (position, cost) per question."""
-    choice, paid = decide_thresholds(scores, step_costs, [theta])
-    return choice[0], paid[0]
-
-
-@dataclass(frozen=True)
-class LearnedCascadeModel:
-    """A fitted chain: expert names in asking order (the last is the final expert), the
-    per-expert costs, one weight vector per step, and the threshold grid."""
-
-    chain: tuple[str, ...]
-    costs: np.ndarray  # (width,)
-    weights: tuple[np.ndarray, ...]  # width vectors of n_features(width, n_question)
-    l2: float
-
-    @property
-    def width(self) -> int:
-        return len(self.chain)
-
-    def scores(self, stats: AnswerStats) -> list[np.ndarray]:
-        return [step_scores(stats, m, self.weights[m - 1]) for m in range(1, self.width + 1)]
-
-    def decide(self, trails: Sequence[Sequence[Optional[str]]], theta: float) -> tuple[np.ndarray, np.ndarray]:
-        """From full trails (every chain expert's answer, None where it gave none)."""
-        return decide_chain(self.scores(answer_stats(trails, self.width)), self.costs, theta)
 
 
 class LearnedCascade:
@@ -496,83 +413,3 @@ def choose_threshold(
     t = int(order[choice.index])
     return ThresholdChoice(float(thresholds[t]), f"accuracy {accuracy_target:g} @ {confidence:g}: lower bound "
                                                  f"{choice.lower_bounds[choice.index]:.4f} >= {accuracy_target:g}")
-
-
-def check_weights(chain: Sequence[str], weights: Sequence[np.ndarray]) -> None:
-    """A model's weights must be one finite vector of the right length per chain step."""
-    d = n_features(len(chain))
-    if len(weights) != len(chain):
-        raise ValueError(f"a chain of {len(chain)} experts needs {len(chain)} weight vectors, got {len(weights)}")
-    for m, w in enumerate(weights, start=1):
-        if w.shape != (d,) or not np.all(np.isfinite(w)):
-            raise ValueError(f"step {m}: weights must be {d} finite numbers")
-
-
-class LearnedCascadePlan:
-    """A fitted learned cascade by expert names, decided one expert at a time.
-
-    The batch job's expert stages run along the chain; after each stage answers a row,
-    `next_steps` takes the row's trail (the answers of chain[:k], None where an expert
-    gave none) and says whether the row stops (and with whose answer) or which expert
-    is next, by exactly the rule `decide_chain` applies offline. After the final expert,
-    `final_choice` picks among every answer the row paid for.
-    """
-
-    def __init__(self, model: LearnedCascadeModel, threshold: Optional[float], description: str = "") -> None:
-        """`threshold` None: every question goes straight to the final expert, whose
-        answer it keeps (what an accuracy target that cannot be certified asks for)."""
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        check_weights(model.chain, model.weights)
-        self.model = model
-        self.threshold = None if threshold is None else float(threshold)
-        self.stages = model.chain[:-1]
-        self.final = model.chain[-1]
-        self.expert_names = list(model.chain)
-        self.description = description
-
-    @property
-    def final_only(self) -> bool:
-        return self.threshold is None
-
-    def route(self, questions: Sequence[str], contexts: Sequence[str]) -> list[str]:
-        """Every question starts with the first expert of the chain (or the final one)."""
-        return [self.final if self.final_only else self.model.chain[0]] * len(questions)
-
-    def _scores(self, trails: Sequence[Sequence[Optional[str]]], k: int) -> np.ndarray:
-        stats = answer_stats(trails, self.model.width)
-        return step_scores(stats, k, self.model.weights[k - 1])
-
-    def next_steps(self, trails: Sequence[Sequence[Optional[str]]]) -> list[CascadeStep]:
-        """The next step of each row after a stage expert (1 <= len(trail) < len(chain))."""
-        out: list[Optional[CascadeStep]] = [None] * len(trails)
-        by_length: dict[int, list[int]] = {}
-        for i, trail in enumerate(trails):
-            if not 1 <= len(trail) < self.model.width:
-                raise ValueError(f"a learned cascade trail after a stage holds 1 to {self.model.width - 1} answers, got {len(trail)}")
-            by_length.setdefault(len(trail), []).append(i)
-        for k, rows in by_length.items():
-            best, top = best_answers(self._scores([trails[i] for i in rows], k))
-            stop = trusted(top, self.threshold)
-            for j, i in enumerate(rows):
-                if stop[j]:
-                    out[i] = CascadeStep(self.model.chain[best[j]], True, int(best[j]))
-                else:
-                    out[i] = CascadeStep(self.model.chain[k], False)
-        return out  # type: ignore[return-value]
-
-    def final_choice(self, trails: Sequence[Sequence[Optional[str]]]) -> list[int]:
-        """Per row whose trail is complete (every chain expert asked), the chain position
-        whose answer the row returns; the final expert's own when nothing else scores."""
-        for trail in trails:
-            if len(trail) != self.model.width:
-                raise ValueError(f"a complete learned cascade trail holds {self.model.width} answers, got {len(trail)}")
-        if not trails:
-            return []
-        best, top = best_answers(self._scores(trails, self.model.width))
-        return [int(b) if np.isfinite(t) else self.model.width - 1 for b, t in zip(best, top)]
-
-    def describe(self) -> str:
-        chain = ">".join(self.model.chain)
-        how = f"{self.final} only" if self.final_only else f"threshold {self.threshold:g}"
-        return f"{chain} (learned, {how}" + (f"; {self.description})" if self.description else ")")
