@@ -11,6 +11,7 @@ from routing.cascades.answer_features import answer_stats, candidate_features, n
 from routing.cascades.checkpoint import load_learned_cascade, save_learned_cascade
 from routing.core.checkpoint_files import CheckpointError
 from routing.cascades.learned_plan import LearnedCascadeModel, LearnedCascadePlan, decide_chain
+from routing.cascades.agreement import AgreementCascade
 from routing.cascades.learned import LearnedCascade, choose_threshold, fit_logistic
 from routing.replay.data import load_replay
 from tests.router_data import write_replay
@@ -329,3 +330,18 @@ def test_chains_leave_out_experts_a_cheaper_one_beats(tmp_path):
     assert [[names[j] for j in c] for c in chains] == [["A", "F"]]
     every = LearnedCascade(candidates="all")._chains(names, replay.costs, names.index("F"), mean_f1)
     assert len(every) == 3
+
+
+@pytest.mark.parametrize("cls,params", [
+    (LearnedCascade, {"max_stages": 2, "l2": (1.0,), "n_thresholds": 21, "seed": 3}),
+    (AgreementCascade, {"max_stages": 2, "taus": (0.5, 1.0)}),
+])
+def test_cascades_follow_the_estimator_conventions(tmp_path, cls, params):
+    # Parameters kept as given, nothing learnt in the constructor, fit returns the
+    # estimator, what it learnt in trailing-underscore attributes.
+    est = cls(**params)
+    assert all(getattr(est, k) is v for k, v in params.items())
+    assert not [a for a in vars(est) if a.endswith("_")]
+    assert est.fit(load_replay(_synthetic(tmp_path / "train", seed=5))) is est
+    assert all(getattr(est, k) is v for k, v in params.items())
+    assert "expert_names_" in vars(est)
