@@ -305,7 +305,7 @@ def test_thresholds_sit_where_rows_change_their_decision():
 
 
 def test_deployed_choice_is_the_cheapest_within_tolerance_else_the_best():
-    from routing.cascades.learned import deployed_choice
+    from routing.calibration.policy import deployed_choice
 
     ref = np.full(4, 0.8)
     f1 = np.array([[0.5] * 4, [0.79] * 4, [0.82] * 4, [0.8] * 4])
@@ -321,15 +321,16 @@ def test_deployed_choice_is_the_cheapest_within_tolerance_else_the_best():
     assert deployed_choice(noisy, cost[:2], ref, tolerance=0.0, margin_se=1.0)[0] == 1
 
 
-def test_chains_leave_out_experts_a_cheaper_one_beats(tmp_path):
+def test_pareto_chains_leave_out_experts_a_cheaper_one_beats(tmp_path):
     replay = load_replay(_synthetic(tmp_path / "r"))
     names = list(replay.expert_names)
-    lc = LearnedCascade()
+    lc = LearnedCascade(candidates="pareto")
     mean_f1 = np.array([{"A": 0.5, "B": 0.4, "F": 0.9}[n] for n in names])  # B (cost 2) is beaten by the cheaper A
     chains = lc._chains(names, replay.costs, names.index("F"), mean_f1)
     assert [[names[j] for j in c] for c in chains] == [["A", "F"]]
-    every = LearnedCascade(candidates="all")._chains(names, replay.costs, names.index("F"), mean_f1)
+    every = LearnedCascade()._chains(names, replay.costs, names.index("F"), mean_f1)  # the default: all
     assert len(every) == 3
+    assert len(LearnedCascade(max_stages=1)._chains(names, replay.costs, names.index("F"), mean_f1)) == 2
 
 
 @pytest.mark.parametrize("cls,params", [

@@ -168,3 +168,34 @@ def test_a_fitted_setting_is_a_valid_job_router(squad_replay_dir):
     names = list(rs.expert_names)
     assert [names.index(_walk(plan, row, names)[0]) for row in answers] == choice.tolist()
     assert cascade.router_fields(len(cascade.configs_) - 1) is None  # "final only" is a fixed router
+
+
+def test_the_setting_to_run_is_chosen_by_cross_validation_over_articles(squad_replay_dir):
+    """pick() uses the slack whose out-of-fold F1 (each article decided by a cascade fitted
+    without it) is within a point of the final expert at the lowest out-of-fold cost, and
+    cv_cost_ / cv_f1_ are those out-of-fold figures, recomputed here by hand."""
+    from routing.calibration.policy import deployed_choice
+    from routing.replay.data import grouped_folds
+
+    rs = load_replay(squad_replay_dir)
+    slacks = (0.0, 0.01, 0.03)
+    cascade = AgreementCascade(max_stages=2, slacks=slacks).fit(rs)
+    assert cascade.slack_ in slacks and cascade.pick() == cascade.pick(cascade.slack_)
+    f1 = np.nan_to_num(rs.f1, nan=0.0)
+    out_f1 = np.zeros((len(slacks), rs.n_questions))
+    out_cost = np.zeros_like(out_f1)
+    folds = grouped_folds(rs, 0)
+    assert len(folds) == len(set(rs.titles)) >= 2  # one held-out article per fold
+    for fit_rows, val_rows in folds:
+        fold = AgreementCascade(max_stages=2, final="bert-large-ensemble-v1", inner_cv=False).fit(rs.subset(fit_rows))
+        _, vf1, vcost = fold.settings(rs.subset(val_rows))
+        for i, s in enumerate(slacks):
+            out_f1[i, val_rows], out_cost[i, val_rows] = vf1[fold.pick(s)], vcost[fold.pick(s)]
+    i, _ = deployed_choice(out_f1, out_cost, f1[:, cascade.final_], 0.01)
+    assert cascade.slack_ == slacks[i]
+    assert cascade.cv_cost_ == pytest.approx(out_cost[i].mean()) and cascade.cv_f1_ == pytest.approx(out_f1[i].mean())
+    # Without the inner cross-validation the figures are the in-sample ones of pick(tolerance).
+    plain = AgreementCascade(max_stages=2, inner_cv=False).fit(rs)
+    assert plain.cv_f1_ == plain.configs_[plain.pick()].train_f1 and plain.slack_ == plain.tolerance
+    with pytest.raises(ValueError, match="slacks"):
+        AgreementCascade(slacks=()).fit(rs)
