@@ -128,7 +128,7 @@ class LearnedCascade:
 
     Why the defaults (every cheaper expert a candidate, at most two before the final
     one): on the nine SQuAD articles, leaving one out, five settings were compared --
-    Pareto candidates with up to 1, 2 or 3 stages, all candidates with up to 1, 2 or 3.
+    Pareto candidates with up to 2 or 3 stages, all candidates with up to 1, 2 or 3.
     All candidates with two stages saved 69.3 % of the best training expert's cost at
     -0.88 F1 points on the unseen article (mean over the folds); the former default
     (Pareto, three stages) 61.3 % at -1.08, all candidates with three stages 74.2 % at
