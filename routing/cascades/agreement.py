@@ -111,9 +111,8 @@ class AgreementCascade:
         if not self.slacks or any(not 0 <= v < 1 for v in self.slacks):
             raise ValueError("slacks must be a non-empty list of numbers in [0, 1)")
         self._fit_family(replay)
-        f1 = np.nan_to_num(replay.f1, nan=0.0)
-        reference = f1[:, self.final_]
         if self.inner_cv:
+            f1 = np.nan_to_num(replay.f1, nan=0.0)
             slacks = sorted(set(float(v) for v in self.slacks))
             out_f1 = np.zeros((len(slacks), replay.n_questions))
             out_cost = np.zeros_like(out_f1)
@@ -121,11 +120,15 @@ class AgreementCascade:
             inner.update(inner_cv=False, final=self.expert_names_[self.final_])
             for fit_rows, val_rows in grouped_folds(replay, self.seed):
                 fold = AgreementCascade(**inner).fit(replay.subset(fit_rows))
-                _, vf1, vcost = fold.settings(replay.subset(val_rows))
+                val_answers = [replay.answers[q] for q in val_rows]
+                decided: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slacks often share a configuration
                 for i, slack in enumerate(slacks):
                     p = fold._pick_in_sample(slack)
-                    out_f1[i, val_rows], out_cost[i, val_rows] = vf1[p], vcost[p]
-            i, _ = deployed_choice(out_f1, out_cost, reference, self.tolerance)
+                    if p not in decided:
+                        decided[p] = fold.decide(val_answers, p)
+                    choice, paid = decided[p]
+                    out_f1[i, val_rows], out_cost[i, val_rows] = f1[val_rows, choice], paid
+            i, _ = deployed_choice(out_f1, out_cost, f1[:, self.final_], self.tolerance)
             self.slack_ = slacks[i]
             self.cv_cost_, self.cv_f1_ = float(out_cost[i].mean()), float(out_f1[i].mean())
         else:
