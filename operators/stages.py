@@ -96,7 +96,14 @@ class RouteRows:
             contexts = batch.column("context").take(pa.array(idx)).to_pylist()
             for i, name in zip(idx, self.router.route(questions, contexts)):
                 experts[i] = name
-        return batch.set_column(batch.schema.get_field_index("expert"), "expert", pa.array(experts, pa.string()))
+        batch = batch.set_column(batch.schema.get_field_index("expert"), "expert", pa.array(experts, pa.string()))
+        if isinstance(self.router, LearnedCascadePlan) and self.router.model.gate is not None:
+            # A row its gate sent past cheap experts carries their empty answers, so each
+            # later stage sees it at the chain position it has reached.
+            trails = [self.router.skipped_trail(e) if e is not None else None for e in experts]
+            field = batch.schema.get_field_index("cascade_trail")
+            batch = batch.set_column(field, "cascade_trail", pa.array(trails, batch.schema.field(field).type))
+        return batch
 
 
 class CheckAndRoute(RouteRows):

@@ -144,7 +144,7 @@ def write_configs(paths: DemoPaths, budget: float, router: str = "learned-cascad
 def demo_commands(paths: DemoPaths, budget: float, encoder_arg: str, router: str = "learned-cascade") -> list[str]:
     """The commands that redo the demo step by step."""
     if router == "learned-cascade":
-        train = f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router learned-cascade"
+        train = f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router learned-cascade --encoder {encoder_arg}"
         run_note = "router: learned cascade, its own threshold"
     else:
         train = f"routebatch train-router --profile {paths.profile_train} --output {paths.router} --router knn --encoder {encoder_arg}"
@@ -276,8 +276,8 @@ def run_demo(
         run_profile(load_config(paths.config("profile-test")), sample_size=n_test, output=str(paths.profile_test), batch=50, adaptive=False)
         if router == "learned-cascade":
             step(3, "fit the learned cascade on the training profile (chain and threshold chosen by cross-validation inside it)")
-            fitted, info = train_learned_cascade(paths.profile_train)
-            save_learned_cascade(fitted, paths.router, info=info)
+            fitted, info, featurizer = train_learned_cascade(paths.profile_train, encoder=encoder)
+            save_learned_cascade(fitted, paths.router, info=info, featurizer=featurizer)
             step(4, f"run the routed batch job on the test questions (learned cascade {fitted.describe(float(fitted.thresholds_[fitted.pick()]))})")
         else:
             step(3, f"train a kNN router on {'encoder' if encoder else 'text'} features from the training profile")

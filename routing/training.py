@@ -90,15 +90,28 @@ def train_learned_cascade(
     *,
     seed: int = 0,
     covered_only: bool = True,
+    encoder: Optional[str] = None,
+    max_length: int = 128,
+    cache_dir: Optional[str] = None,
+    skip: bool = True,
     log: Callable[[str], None] = lambda _: None,
-) -> tuple[LearnedCascade, dict[str, Any]]:
-    """Fit the learned cascade on a whole replay directory, and the notes its checkpoint keeps.
+) -> tuple[LearnedCascade, dict[str, Any], Optional[RouterFeaturizer]]:
+    """Fit the learned cascade on a whole replay directory: the fitted cascade, the notes
+    its checkpoint keeps, and the question featurizer its skip gate uses (None when it
+    kept no gate).
 
-    No calibration split: the chain, the regularisation and the default threshold are
-    all chosen by cross-validation inside the directory (`LearnedCascade.fit`), and the
-    threshold's cross-validated cost and F1 are what `info` reports."""
+    No calibration split: the chain, the regularisation, the skip gate and the default
+    threshold are all chosen by cross-validation inside the directory
+    (`LearnedCascade.fit`), and the threshold's cross-validated cost and F1 are what
+    `info` reports. `skip=False` fits no gate (and needs no encoder at run time)."""
     replay = load_scored_replay(profile_dir, covered_only=covered_only)
-    fitted = LearnedCascade(seed=seed, log=log).fit(replay)
+    featurizer, X = None, None
+    if skip:
+        featurizer = RouterFeaturizer(encoder=encoder, max_length=max_length, cache_dir=cache_dir)
+        X = featurizer.fit_transform(replay.question_texts, replay.contexts, replay.f1)
+    fitted = LearnedCascade(seed=seed, log=log).fit(replay, X)
+    if fitted.model_.gate is None:
+        featurizer = None
     pick = fitted.pick()
     cost, f1 = fitted.train_curve_[pick]
     info = {
@@ -111,5 +124,7 @@ def train_learned_cascade(
         "cv_score": fitted.cv_score_,
         "threshold_cv_cost": cost,
         "threshold_cv_f1": f1,
+        "skip_below": fitted.skip_below_ if fitted.model_.gate is not None else None,
+        "skip_share_cv": fitted.skip_share_,
     }
-    return fitted, info
+    return fitted, info, featurizer

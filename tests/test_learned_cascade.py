@@ -131,6 +131,133 @@ def test_after_the_final_expert_an_agreed_cheap_answer_can_win(tmp_path):
     assert whole_chain.f1 > f_f1 + 0.2 and whole_chain.f1 == pytest.approx(oracle, abs=0.02)
 
 
+def _when_synthetic(path, n_per_article=60, seed=0):
+    """Three articles; a third of the questions ask "When ...?". The cheap expert A
+    (cost 1) answers every other question right and every "When" question wrong, with a
+    span as long as the right one, so its answer alone cannot say it failed; the final
+    expert F (cost 10) is always right. Without the question no rule beats F alone at
+    F's F1 (A's answers look alike); with it, the cheapest is: skip A on "When"
+    questions, stop after A on the rest (0.67 * 1 + 0.33 * 10 = 4 per question)."""
+    rng = np.random.default_rng(seed)
+    articles, preds, when = [], {"A": {}, "F": {}}, {}
+    for art in range(3):
+        qas = []
+        for q in range(n_per_article):
+            qid = f"a{art}q{q}"
+            gold = f"{WORDS[q % 10]} {WORDS[(q * 3 + art) % 10]}"
+            wrong = f"{WORDS[(q + 5) % 10]} {WORDS[(q * 7 + 1) % 10]}"
+            when[qid] = bool(rng.random() < 1 / 3)
+            text = f"When did {WORDS[q % 10]} happen in part {q}?" if when[qid] else f"What is {WORDS[q % 10]} number {q}?"
+            qas.append({"id": qid, "question": text, "is_impossible": False, "answers": [{"text": gold, "answer_start": 0}]})
+            preds["A"][qid] = wrong if when[qid] else gold
+            preds["F"][qid] = gold
+        articles.append({"title": f"Article{art}", "paragraphs": [{"context": " ".join(WORDS), "qas": qas}]})
+    return write_replay(path, predictions=preds, costs={"A": 1.0, "F": 10.0}, articles=articles), when
+
+
+def _text_features(replay):
+    from routing.features.featurizer import RouterFeaturizer
+
+    fz = RouterFeaturizer(encoder=None).fit(replay.question_texts, replay.contexts, replay.f1)
+    return fz, fz.transform(replay.question_texts, replay.contexts)
+
+
+def test_question_features_let_the_cascade_skip_a_cheap_expert_that_fails_on_one_kind_of_question(tmp_path):
+    train_dir, _ = _when_synthetic(tmp_path / "train", seed=0)
+    test_dir, when = _when_synthetic(tmp_path / "test", seed=1)
+    train, test = load_replay(train_dir), load_replay(test_dir)
+    fz, X_train = _text_features(train)
+    X_test = fz.transform(test.question_texts, test.contexts)
+    is_when = np.array([when[q] for q in (x.id for x in test.questions)])
+
+    blind = LearnedCascade().fit(train)  # answers only: it cannot tell A's failures apart
+    assert blind.model_.gate is None
+    blind_point = blind.sweep(test)[blind.pick()]
+
+    lc = LearnedCascade().fit(train, X_train)
+    assert lc.model_.gate is not None and lc.skip_share_ == pytest.approx(1 / 3, abs=0.1)
+    start = lc.model_.gate.start(X_test)
+    assert np.all(start[is_when] == 1) and np.all(start[~is_when] == 0)  # A skipped exactly on "When" questions
+    point = lc.sweep(test, X=X_test)[lc.pick()]
+    assert point.f1 == pytest.approx(1.0)  # F's quality
+    assert point.cost == pytest.approx(1.0 * (~is_when).mean() + 10.0 * is_when.mean())
+    assert blind_point.cost >= 10.0 > 2 * point.cost
+    with pytest.raises(ValueError, match="give them"):
+        lc.settings(test)  # a gated cascade cannot be evaluated without the questions' features
+
+
+def test_a_gated_checkpoint_routes_in_the_job_as_offline_and_checks_its_encoder(tmp_path):
+    import shutil
+
+    from routing.features.featurizer import RouterFeaturizer
+    from routing.rules import build_router
+    from routing.core.config import LearnedCascadeRouter
+    from tests.tiny_models import build_tiny_qa_model
+
+    train_dir, _ = _when_synthetic(tmp_path / "train", seed=2)
+    test_dir, when = _when_synthetic(tmp_path / "test", seed=3)
+    train, test = load_replay(train_dir), load_replay(test_dir)
+    fz, X_train = _text_features(train)
+    lc = LearnedCascade().fit(train, X_train)
+    with pytest.raises(ValueError, match="featurizer"):
+        save_learned_cascade(lc, tmp_path / "no-fz", info={})
+    save_learned_cascade(lc, tmp_path / "ckpt", info={}, featurizer=fz)
+    plan = build_router(LearnedCascadeRouter(kind="learned-cascade", checkpoint=str(tmp_path / "ckpt")))
+    assert "skips a cheap expert" in plan.describe()
+    routed = plan.route(test.question_texts, test.contexts)
+    assert routed == ["F" if when[q] else "A" for q in (x.id for x in test.questions)]
+    assert plan.skipped_trail("F") == [{"answer": None, "score": None}] and plan.skipped_trail("A") == []
+    # Step by step as the expert stages run it, from the trail the router hands on.
+    X_test = fz.transform(test.question_texts, test.contexts)
+    theta = plan.threshold
+    choice, paid = lc.model_.decide(lc.trails(test), theta, X_test)
+    for q, (first, trail) in enumerate(zip(routed, lc.trails(test))):
+        held = [s["answer"] for s in plan.skipped_trail(first)]
+        k, cost = len(held), 0.0
+        while True:
+            held.append(trail[k])
+            cost += plan.model.costs[k]
+            k += 1
+            if k == plan.model.width:
+                pos = plan.final_choice([held])[0]
+                break
+            step = plan.next_steps([held])[0]
+            if step.done:
+                pos = step.answer_from
+                break
+        assert (pos, cost) == (choice[q], pytest.approx(paid[q])), q
+
+    # A gate on encoder features refuses an encoder whose files differ from the one it was fitted with.
+    enc = build_tiny_qa_model(tmp_path / "enc")
+    efz = RouterFeaturizer(encoder=enc, max_length=32, layers=[1], pca_components=4, cache_dir=str(tmp_path / "cache"))
+    lc2 = LearnedCascade().fit(train, efz.fit_transform(train.question_texts, train.contexts, train.f1))
+    assert lc2.model_.gate is not None
+    save_learned_cascade(lc2, tmp_path / "enc-ckpt", info={}, featurizer=efz)
+    assert load_learned_cascade(tmp_path / "enc-ckpt").model.gate is not None
+    other = shutil.copytree(enc, tmp_path / "other")  # the same model but for one weight
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    weights = load_torch(str(other / "model.safetensors"))
+    first = sorted(weights)[0]
+    weights[first] = weights[first] + 1.0
+    save_torch(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="hashes to"):
+        load_learned_cascade(tmp_path / "enc-ckpt", encoder=str(other))
+    moved = shutil.copytree(enc, tmp_path / "moved")
+    assert load_learned_cascade(tmp_path / "enc-ckpt", encoder=str(moved)).model.gate is not None
+
+
+def test_version_1_checkpoints_still_load(tmp_path):
+    lc = _fitted(tmp_path)
+    path = save_learned_cascade(lc, tmp_path / "ckpt", info={})
+    cfg = json.loads((path / "router.json").read_text())
+    assert cfg["version"] == 2 and cfg["gate"] is None
+    del cfg["gate"]
+    cfg["version"] = 1
+    (path / "router.json").write_text(json.dumps(cfg))
+    assert load_learned_cascade(path).model.gate is None
+
+
 def test_fixed_chain_must_be_real_experts(tmp_path):
     train = load_replay(_synthetic(tmp_path / "train"))
     with pytest.raises(ValueError, match="at least two"):

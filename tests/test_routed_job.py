@@ -228,3 +228,44 @@ def test_learned_cascade_checkpoint_problems_fail_before_ray_starts(tmp_path):
         config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "router"), "threshold": 1.5})
     with pytest.raises(ConfigError, match="choose one of threshold, budget_per_item, accuracy_target"):
         config({"kind": "learned-cascade", "checkpoint": str(tmp_path / "router"), "threshold": 0.5, "budget_per_item": 1.0})
+
+
+def test_a_learned_cascade_that_skips_cheap_experts_by_the_question_runs_in_the_job_as_offline(local_ray, tmp_path):
+    """The skip gate in the batch job: the router actor starts a row past the experts its
+    question says will fail, the row's trail carries their empty answers, nobody pays
+    for them, and every row's answer, expert and cost equal the offline decision."""
+    from routing.cascades.checkpoint import save_learned_cascade
+    from routing.cascades.learned import LearnedCascade
+    from routing.features.featurizer import RouterFeaturizer
+    from routing.replay.data import load_replay
+    from tests.test_learned_cascade import _when_synthetic
+
+    train_dir, _ = _when_synthetic(tmp_path / "train", seed=4)
+    test_dir, when = _when_synthetic(tmp_path / "test", n_per_article=30, seed=5)
+    train, test = load_replay(train_dir), load_replay(test_dir)
+    fz = RouterFeaturizer(encoder=None).fit(train.question_texts, train.contexts, train.f1)
+    fitted = LearnedCascade().fit(train, fz.transform(train.question_texts, train.contexts))
+    assert fitted.model_.gate is not None
+    save_learned_cascade(fitted, tmp_path / "router", info={}, featurizer=fz)
+    prices = {"A": 0.001, "F": 0.01}
+    cfg = parse_config(
+        {
+            "input": {"path": str(test_dir / "questions.json"), "format": "squad"},
+            "output": {"path": str(tmp_path / "out")},
+            "experts": [{"name": n, "kind": "replay", "predictions": str(test_dir / "predictions" / f"{n}.json"),
+                         "cost": {"usd_per_item": p}} for n, p in prices.items()],
+            "router": {"kind": "learned-cascade", "checkpoint": str(tmp_path / "router")},
+            "execution": {"batch_size": 16},
+        }
+    )
+    summary = run_job(cfg, progress=False)
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out").to_pylist()}
+    assert sorted(rows) == sorted(q.id for q in test.questions) and summary.rows_with_errors == 0
+    theta = float(fitted.thresholds_[fitted.pick()])
+    choice, _ = fitted.model_.decide(fitted.trails(test), theta, fz.transform(test.question_texts, test.contexts))
+    chain = fitted.model_.chain
+    for q, pos in zip(test.questions, choice):
+        row = rows[q.id]
+        assert row["expert"] == chain[pos] and row["answer"] == test.answers[test.questions.index(q)][test.expert_names.index(chain[pos])]
+        assert row["consulted"] == ("F" if when[q.id] else "A"), q.id  # "When" questions skip A, unpaid
+        assert row["cost_usd"] == pytest.approx(prices[row["consulted"]]), q.id

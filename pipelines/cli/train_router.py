@@ -6,9 +6,10 @@ held out for calibration (see `routing.training`); the checkpoint written to ROU
 is what `router: {checkpoint: ROUTER_DIR, ...}` in a job config loads.
 
 `--router learned-cascade` fits the learned cascade (`routing/cascades/learned.py`) on
-the whole directory instead (its chain, regularisation and default threshold are
-chosen by cross-validation inside it), for `router: {kind: learned-cascade,
-checkpoint: ROUTER_DIR}`.
+the whole directory instead (its chain, regularisation, skip gate and default
+threshold are chosen by cross-validation inside it), for `router: {kind:
+learned-cascade, checkpoint: ROUTER_DIR}`. The gate reads the same question features
+as the pre-answer routers (`--encoder`); it is kept only where skipping pays.
 """
 
 from __future__ import annotations
@@ -69,10 +70,11 @@ def _train_learned_cascade(args: argparse.Namespace) -> int:
     from routing.training import train_learned_cascade
 
     try:
-        fitted, info = train_learned_cascade(
-            args.profile, seed=args.seed, covered_only=not args.all_questions, log=lambda msg: print(msg, file=sys.stderr)
+        fitted, info, featurizer = train_learned_cascade(
+            args.profile, seed=args.seed, covered_only=not args.all_questions, encoder=encoder_from_arg(args.encoder),
+            max_length=args.max_length, cache_dir=args.cache_dir, log=lambda msg: print(msg, file=sys.stderr),
         )
-        save_learned_cascade(fitted, args.output, info=info, overwrite=args.overwrite)
+        save_learned_cascade(fitted, args.output, info=info, overwrite=args.overwrite, featurizer=featurizer)
         plan = load_learned_cascade(args.output)  # prove it reads back before declaring success
     except (ReplayDataError, CheckpointError, ValueError) as exc:
         print(f"routebatch train-router: {exc}", file=sys.stderr)

@@ -38,17 +38,23 @@ import numpy as np
 from routing.cascades.answer_features import AnswerStats, answer_stats
 from routing.cascades.learned_plan import (
     LearnedCascadeModel,
+    SkipGate,
     _sigmoid,
     best_answers,
     decide_thresholds,
     scores_from_features,
+    start_positions,
     step_features,
+    without_skipped,
 )
 from routing.replay.metrics import CurvePoint, best_single_index, curve_point
 from routing.calibration.policy import choose_setting_for_accuracy, deployed_choice
 from routing.replay.data import ReplaySet, grouped_folds
 
 DEFAULT_L2: tuple[float, ...] = (0.3, 1.0, 3.0)
+# Shares of the held-out gate predictions (pooled over the cheap positions) below which
+# a cheap expert is skipped; 0 -- skip nothing -- is always a candidate.
+DEFAULT_SKIP_SHARES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 100) -> np.ndarray:
@@ -149,6 +155,8 @@ class LearnedCascade:
         tolerance: float = 0.01,
         margin_se: float = 0.0,
         candidates: str = "all",
+        skip_shares: Sequence[float] = DEFAULT_SKIP_SHARES,
+        gate_l2: float = 1.0,
         seed: int = 0,
         log: Callable[[str], None] = lambda _: None,
     ) -> None:
@@ -160,6 +168,8 @@ class LearnedCascade:
         self.tolerance = tolerance
         self.margin_se = margin_se
         self.candidates = candidates
+        self.skip_shares = skip_shares
+        self.gate_l2 = gate_l2
         self.seed = seed
         self.log = log
 
@@ -190,7 +200,13 @@ class LearnedCascade:
             for sub in itertools.combinations(cheaper, size)
         ]
 
-    def fit(self, replay: ReplaySet) -> "LearnedCascade":
+    def fit(self, replay: ReplaySet, X: Optional[np.ndarray] = None) -> "LearnedCascade":
+        """Fit on a replay set; `X` (n, d), the questions' pre-answer features, lets the
+        cascade skip cheap experts by the question (see `_fit_gate`)."""
+        if X is not None and (np.ndim(X) != 2 or len(X) != replay.n_questions):
+            raise ValueError(f"X must hold one feature row per question ({replay.n_questions}), got shape {np.shape(X)}")
+        if any(not 0 < q < 1 for q in self.skip_shares):
+            raise ValueError("skip_shares must lie strictly between 0 and 1")
         if self.max_stages < 1:
             raise ValueError("max_stages must be at least 1")
         if not self.l2 or any(v < 0 for v in self.l2):
@@ -222,6 +238,11 @@ class LearnedCascade:
                     best = (rank, chain, l2, thresholds, of1, ocost, t)
         assert best is not None
         _, chain, l2, self.thresholds_, self.oof_f1_, self.oof_cost_, pick = best
+        gate_weights, self.skip_below_, self.skip_share_ = None, 0.0, 0.0
+        if X is not None and self.skip_shares:
+            found = self._fit_gate(chain, l2, stats, f1, costs, final, folds, np.asarray(X, dtype=np.float64), best[0])
+            if found is not None:
+                gate_weights, self.skip_below_, self.skip_share_, self.thresholds_, self.oof_f1_, self.oof_cost_, pick = found
         self.reference_f1_ = f1[:, final].copy()
         self.train_curve_ = _mean_curve((self.oof_f1_, self.oof_cost_), np.arange(n))
         cost, f = self.train_curve_[pick]
@@ -229,9 +250,50 @@ class LearnedCascade:
         self.log(f"learned cascade: {n_settings} (chain, l2) setting(s) scored out of fold; chose "
                  f"{'>'.join(names[j] for j in chain)} l2={l2:g} @threshold={self.thresholds_[pick]:.3f}: "
                  f"held-out cost {cost:.3g} ({self.cv_score_:.1%} below {names[final]}), F1 {f:.4f} vs {reference:.4f}")
+        if gate_weights is not None:
+            self.log(f"learned cascade: skips a cheap expert predicted below F1 {self.skip_below_:.3f} "
+                     f"({self.skip_share_:.1%} of training rows skip the first, out of fold)")
         self.expert_names_ = tuple(names)
-        self.model_ = self._fit_model(chain, l2, stats, f1, costs, names, np.arange(n))
+        model = self._fit_model(chain, l2, stats, f1, costs, names, np.arange(n))
+        if gate_weights is not None:
+            model = LearnedCascadeModel(model.chain, model.costs, model.weights, model.l2, SkipGate(gate_weights, self.skip_below_))
+        self.model_ = model
         return self
+
+    def _fit_gate(self, chain, l2, stats, f1, costs, final, folds, X, rank_without) -> Optional[tuple]:
+        """The skip gate for the chosen chain, or None when skipping does not pay.
+
+        One logistic model per cheap position predicts that expert's F1 from the
+        question's features; its out-of-fold predictions decide, for every bar in the
+        grid (the `skip_shares` quantiles of those predictions), where each training row
+        would start; the step models -- fitted on full trails, as the job's are -- then
+        score the answers the row would have, and `deployed_choice` ranks each bar's
+        cheapest threshold within tolerance. The gate is kept only if some bar beats
+        skipping nothing, so a question signal too weak to pay costs nothing. The chain
+        is chosen first, without the gate: searching chains and bars together would
+        multiply the settings the inner cross-validation picks its luckiest from."""
+        cols = list(chain)
+        stages = len(chain) - 1
+        n = len(X)
+        X1 = np.hstack([X, np.ones((n, 1))])
+        oof = np.zeros((n, stages))
+        for fit_rows, val_rows in folds:
+            for c in range(stages):
+                w = fit_logistic(X1[fit_rows], f1[fit_rows, cols[c]], self.gate_l2)
+                oof[val_rows, c] = _sigmoid(X1[val_rows] @ w)
+        best = None
+        for below in np.unique(np.quantile(oof, self.skip_shares)):
+            start = start_positions(oof, float(below))
+            scores = self._out_of_fold_scores(chain, stats, f1, folds, n, l2s=(l2,), start=start)[l2]
+            thresholds = threshold_grid(scores, self.n_thresholds)
+            of1, ocost = _outcomes(scores, costs[cols], f1[:, cols], thresholds, start)
+            t, rank = deployed_choice(of1, ocost, f1[:, final], self.tolerance, self.margin_se)
+            if rank < rank_without and (best is None or rank < best[0]):
+                best = (rank, float(below), float(np.mean(start > 0)), thresholds, of1, ocost, t)
+        if best is None:
+            return None
+        weights = np.stack([fit_logistic(X1, f1[:, cols[c]], self.gate_l2) for c in range(stages)])
+        return (weights, *best[1:])
 
     @staticmethod
     def _fit_model(chain, l2, stats, f1, costs, names, rows) -> LearnedCascadeModel:
@@ -239,17 +301,19 @@ class LearnedCascade:
         weights = fit_steps(s, f1[np.ix_(rows, list(chain))], l2)
         return LearnedCascadeModel(tuple(names[j] for j in chain), costs[list(chain)].astype(np.float64), tuple(weights), float(l2))
 
-    def _out_of_fold_scores(self, chain, stats, f1, folds, n) -> dict[float, list[np.ndarray]]:
+    def _out_of_fold_scores(self, chain, stats, f1, folds, n, l2s=None, start=None) -> dict[float, list[np.ndarray]]:
         """Per l2, every step's out-of-fold predicted F1 of each candidate, (n, m) for
-        step m. The features of a fold do not depend on l2, so they are built once."""
+        step m. The features of a fold do not depend on l2, so they are built once.
+        `start` (n,): held-out rows see only the answers from their start on."""
         cols = list(chain)
         width = len(chain)
-        out = {l2: [np.full((n, m), -np.inf) for m in range(1, width + 1)] for l2 in self.l2}
+        l2s = self.l2 if l2s is None else l2s
+        out = {l2: [np.full((n, m), -np.inf) for m in range(1, width + 1)] for l2 in l2s}
         for fit_rows, val_rows in folds:
             designs = step_designs(_slice(stats, chain, fit_rows), f1[np.ix_(fit_rows, cols)])
-            val = _slice(stats, chain, val_rows)
+            val = without_skipped(_slice(stats, chain, val_rows), None if start is None else start[val_rows])
             val_features = [step_features(val, m) for m in range(1, width + 1)]
-            for l2 in self.l2:
+            for l2 in l2s:
                 weights = [fit_logistic(X, y, l2) for X, y in designs]
                 for m, (feats, w) in enumerate(zip(val_features, weights)):
                     out[l2][m][val_rows] = scores_from_features(feats, val.answered, w)
@@ -262,7 +326,9 @@ class LearnedCascade:
 
     def describe(self, theta: Optional[float] = None) -> str:
         self._check_fitted()
-        s = ">".join(self.model_.chain) + f" (learned, l2={self.model_.l2:g})"
+        gate = self.model_.gate
+        skip = "" if gate is None else f", skip below F1 {gate.below:.3g}"
+        s = ">".join(self.model_.chain) + f" (learned, l2={self.model_.l2:g}{skip})"
         return s if theta is None else s + f" @threshold={theta:.2f}"
 
     def pick(self, tolerance: Optional[float] = None) -> int:
@@ -277,22 +343,27 @@ class LearnedCascade:
         idx = [replay.expert_names.index(c) for c in self.model_.chain]
         return [[row[j] for j in idx] for row in replay.answers]
 
-    def settings(self, replay: ReplaySet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def settings(self, replay: ReplaySet, X: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(T, n) answering expert (index into the replay's experts), its F1, and the cost
-        paid, per threshold (ascending: cheap to dear) and question."""
+        paid, per threshold (ascending: cheap to dear) and question; `X`: the questions'
+        features, which a cascade with a skip gate needs."""
         self._check_fitted()
         if tuple(replay.expert_names) != self.expert_names_:
             raise ValueError("replay set has different experts than the cascade was fitted on")
         idx = np.array([replay.expert_names.index(c) for c in self.model_.chain])
-        scores = self.model_.scores(answer_stats(self.trails(replay), self.model_.width))
+        start = self.model_.start(X, replay.n_questions)
+        scores = self.model_.scores(without_skipped(answer_stats(self.trails(replay), self.model_.width), start))
         f1 = np.nan_to_num(replay.f1, nan=0.0)
-        pos, paid = decide_thresholds(scores, self.model_.costs, self.thresholds_)
+        pos, paid = decide_thresholds(scores, self.model_.costs, self.thresholds_, start)
         # No answer at all (every chain expert failed): charged as the final expert's.
         chosen = np.where(pos >= 0, idx[np.maximum(pos, 0)], idx[-1])
         return chosen, f1[np.arange(replay.n_questions)[None, :], chosen], paid
 
-    def sweep(self, replay: ReplaySet, settings: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> list[CurvePoint]:
-        choices, _, paids = settings if settings is not None else self.settings(replay)
+    def sweep(
+        self, replay: ReplaySet, settings: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+        X: Optional[np.ndarray] = None,
+    ) -> list[CurvePoint]:
+        choices, _, paids = settings if settings is not None else self.settings(replay, X)
         f1 = np.nan_to_num(replay.f1, nan=0.0)
         em = np.nan_to_num(replay.em, nan=0.0)
         names = list(replay.expert_names)
@@ -302,9 +373,12 @@ class LearnedCascade:
         ]
 
 
-def _outcomes(scores: Sequence[np.ndarray], step_costs: np.ndarray, f1_chain: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _outcomes(
+    scores: Sequence[np.ndarray], step_costs: np.ndarray, f1_chain: np.ndarray, thresholds: np.ndarray,
+    start: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(T, n) F1 and cost per threshold and question (no answer at all scores 0)."""
-    choice, paid = decide_thresholds(scores, step_costs, thresholds)
+    choice, paid = decide_thresholds(scores, step_costs, thresholds, start)
     rows = np.arange(f1_chain.shape[0])
     return np.where(choice >= 0, f1_chain[rows, np.maximum(choice, 0)], 0.0), paid
 
