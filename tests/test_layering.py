@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "routing.features": _ROUTING_BASE,
     "routing.calibration": _ROUTING_BASE | {"routing.replay"},
     "routing.routers": _ROUTING_BASE | {"routing.replay", "routing.calibration", "routing.features"},
-    "routing.cascades": _ROUTING_BASE | {"routing.replay", "routing.calibration"},
+    # cascades read question features for their skip gate, as routers do
+    "routing.cascades": _ROUTING_BASE | {"routing.replay", "routing.calibration", "routing.features"},
     "routing.evaluation": _ROUTING_BASE
     | {"routing.replay", "routing.calibration", "routing.features", "routing.routers", "routing.cascades"},
     "routing.rules": _ROUTING_BASE | {"routing.routers", "routing.cascades"},

@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", required=True, dest="json_out", help="where to write the JSON report")
     p.add_argument("--routers", default="l2d,trunk", help="pre-answer routers to fit, comma-separated (default l2d,trunk)")
     p.add_argument("--no-cascade", action="store_true", help="leave both cascades (agreement and learned) out")
+    p.add_argument("--no-skip", action="store_true",
+                   help="the learned cascade reads answers only: no skip gate on the question's features")
     p.add_argument("--splits", type=int, default=200, help="random calibration splits for the guarantee check")
     add_feature_arguments(p)
     p.add_argument("--quiet", action="store_true", help="do not print the table")
@@ -63,15 +65,20 @@ def _cascade_setting_lines(setting: Optional[dict]) -> list[str]:
     return lines
 
 
-def _learned_cascade_lines(setting: Optional[dict], train: str) -> list[str]:
+def _learned_cascade_lines(setting: Optional[dict], train: str, encoder: Optional[str]) -> list[str]:
     """The learned cascade's chosen threshold, and how to run it in `routebatch run`."""
     if not setting:
         return []
+    skip = ("  skip gate: none kept (skipping cheap experts by the question did not pay out of fold)"
+            if setting.get("skip_below") is None else
+            f"  skip gate: a cheap expert predicted below F1 {setting['skip_below']:.3f} is skipped "
+            f"({setting['skip_share_train']:.1%} of training rows out of fold, {setting['skip_share_test']:.1%} of test rows)")
     return [
         "",
         f"learned cascade setting ({setting['chosen_by']}): {setting['label']}",
         f"  test cost {setting['test_cost']:.2f}, F1 {setting['test_f1']:.4f} (train CV cost {setting['train_cost']:.2f}, F1 {setting['train_f1']:.4f})",
-        f"  to run it:  routebatch train-router --profile {train} --router learned-cascade --output ROUTER_DIR",
+        *([skip] if "skip_below" in setting else []),
+        f"  to run it:  routebatch train-router --profile {train} --router learned-cascade --encoder {encoder or 'none'} --output ROUTER_DIR",
         f"  in a job config:  router: {{kind: learned-cascade, checkpoint: ROUTER_DIR, threshold: {setting['threshold']:g}}}",
         "  (or accuracy_target: 0.95 / budget_per_item: B instead of threshold: calibrated on the profile's held-out outcomes)",
     ]
@@ -105,7 +112,7 @@ def format_report(report: dict) -> str:
         )
     lines.append("* = best router (chosen by cross-validation inside the training set)")
     lines += _cascade_setting_lines(report["routers"].get("cascade", {}).get("setting"))
-    lines += _learned_cascade_lines(report["routers"].get("learned-cascade", {}).get("setting"), report["train"])
+    lines += _learned_cascade_lines(report["routers"].get("learned-cascade", {}).get("setting"), report["train"], report.get("encoder"))
     g = report["guarantee"]
     lines.append("")
     lines.append(f"accuracy guarantee for {g['router']} vs {g['reference']} at confidence {g['confidence']}:")
@@ -135,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         covered_only=not args.all_questions,
         cache_dir=args.cache_dir,
         splits=args.splits,
+        cascade_skip=not args.no_skip,
     )
     log = (lambda _: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     start = time.monotonic()

@@ -69,6 +69,9 @@ class BenchSettings:
     splits: int = 200
     calibration_fraction: float = 0.5
     inner_cv: bool = True
+    # The learned cascade may skip cheap experts by the question's features (the same
+    # featurizer as the pre-answer routers'); it keeps a gate only where that pays.
+    cascade_skip: bool = True
     router_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -137,13 +140,16 @@ def _cascade(train: ReplaySet, test: ReplaySet) -> MethodResult:
     return MethodResult("cascade", "cascade", curve, sf1[::-1], scost[::-1], setting)
 
 
-def _learned_cascade(train: ReplaySet, test: ReplaySet, s: BenchSettings) -> MethodResult:
+def _learned_cascade(
+    train: ReplaySet, test: ReplaySet, s: BenchSettings, X_train: Optional[np.ndarray], X_test: Optional[np.ndarray]
+) -> MethodResult:
     params = dict(s.router_params.get("learned-cascade", {}))
     params.setdefault("seed", s.seed)
-    lc = LearnedCascade(**params).fit(train)
-    settings = lc.settings(test)
+    lc = LearnedCascade(**params).fit(train, X_train)
+    settings = lc.settings(test, X_test)
     _, sf1, scost = settings
     curve = lc.sweep(test, settings)
+    gate = lc.model_.gate
     pick = lc.pick()
     theta = float(lc.thresholds_[pick])
     setting = {
@@ -157,6 +163,10 @@ def _learned_cascade(train: ReplaySet, test: ReplaySet, s: BenchSettings) -> Met
         "test_cost": curve[pick].cost,
         "test_f1": curve[pick].f1,
         "inner_cv_score": lc.cv_score_,
+        # The skip gate (None: kept none, skipping did not pay out of fold on train).
+        "skip_below": None if gate is None else gate.below,
+        "skip_share_train": lc.skip_share_,
+        "skip_share_test": 0.0 if gate is None else float(np.mean(gate.start(X_test) > 0)),
     }
     # Thresholds ascend cheap -> dear; the guarantee tests dearest first.
     return MethodResult("learned-cascade", "cascade", curve, sf1[::-1], scost[::-1], setting)
@@ -190,10 +200,12 @@ def evaluate_methods(
     """
     out: dict[str, MethodResult] = {}
     pre = [m for m in methods if m in PRE_ANSWER or m in ("knn", "best-fixed")]
-    if pre:
+    X_train = X_test = None
+    if pre or ("learned-cascade" in methods and s.cascade_skip):
         X_train, (X_test,), fz = _featurize(train, [test], s)
         if features_out is not None:
             features_out.update(_features_info(fz))
+    if pre:
         allowed = hull_mask(train)
         for m in pre:
             kind = "constant" if m == "best-fixed" else m
@@ -201,7 +213,7 @@ def evaluate_methods(
     if "cascade" in methods:
         out["cascade"] = _cascade(train, test)
     if "learned-cascade" in methods:
-        out["learned-cascade"] = _learned_cascade(train, test, s)
+        out["learned-cascade"] = _learned_cascade(train, test, s, X_train if s.cascade_skip else None, X_test)
     if any(m in methods for m in ("always-cheapest", "always-best", "random-mix")):
         for name, res in _fixed_points(train, test).items():
             if name in methods:
