@@ -69,6 +69,9 @@ def _learned_cascade_lines(setting: Optional[dict], train: str, encoder: Optiona
     """The learned cascade's chosen threshold, and how to run it in `routebatch run`."""
     if not setting:
         return []
+    from routing.features.encoder import default_encoder_path
+
+    encoder = "none" if encoder is None else "default" if encoder == default_encoder_path() else encoder
     skip = ("  skip gate: none kept (skipping cheap experts by the question did not pay out of fold)"
             if setting.get("skip_below") is None else
             f"  skip gate: a cheap expert predicted below F1 {setting['skip_below']:.3f} is skipped "
@@ -78,7 +81,7 @@ def _learned_cascade_lines(setting: Optional[dict], train: str, encoder: Optiona
         f"learned cascade setting ({setting['chosen_by']}): {setting['label']}",
         f"  test cost {setting['test_cost']:.2f}, F1 {setting['test_f1']:.4f} (train CV cost {setting['train_cost']:.2f}, F1 {setting['train_f1']:.4f})",
         *([skip] if "skip_below" in setting else []),
-        f"  to run it:  routebatch train-router --profile {train} --router learned-cascade --encoder {encoder or 'none'} --output ROUTER_DIR",
+        f"  to run it:  routebatch train-router --profile {train} --router learned-cascade --encoder {encoder} --output ROUTER_DIR",
         f"  in a job config:  router: {{kind: learned-cascade, checkpoint: ROUTER_DIR, threshold: {setting['threshold']:g}}}",
         "  (or accuracy_target: 0.95 / budget_per_item: B instead of threshold: calibrated on the profile's held-out outcomes)",
     ]
