@@ -19,7 +19,12 @@ the first expert, 1 runs the whole chain. Which chain (which cheap experts, up t
 `max_stages` of them before the final one, in cost order), how strongly to regularise
 and the threshold are chosen together by grouped cross-validation *inside* the
 training set, for what a job runs: the lowest held-out cost within a point of the
-final expert's F1. Nothing is tuned on test questions.
+final expert's F1. Nothing is tuned on test questions. Given the questions' pre-answer
+features (`fit(replay, X)`), the chosen chain may also get a skip gate
+(`learned_plan.SkipGate`, chosen in `_fit_gate`) that starts a row past cheap experts
+predicted to fail on it; it is kept only where that lowers the held-out cost. (The
+featurizer itself is fitted on the whole training set, so the gate's held-out figures
+share its scalers and layer choice with the held-out article: a small optimism.)
 
 This is the combination the anchors do not make: SMART and RouteLLM calibrate a
 choice between fixed models, the learning-to-defer rejector decides before any expert
