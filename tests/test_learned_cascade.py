@@ -212,19 +212,7 @@ def test_a_gated_checkpoint_routes_in_the_job_as_offline_and_checks_its_encoder(
     theta = plan.threshold
     choice, paid = lc.model_.decide(lc.trails(test), theta, X_test)
     for q, (first, trail) in enumerate(zip(routed, lc.trails(test))):
-        held = [s["answer"] for s in plan.skipped_trail(first)]
-        k, cost = len(held), 0.0
-        while True:
-            held.append(trail[k])
-            cost += plan.model.costs[k]
-            k += 1
-            if k == plan.model.width:
-                pos = plan.final_choice([held])[0]
-                break
-            step = plan.next_steps([held])[0]
-            if step.done:
-                pos = step.answer_from
-                break
+        pos, cost = _step_by_step(plan, trail, first)
         assert (pos, cost) == (choice[q], pytest.approx(paid[q])), q
 
     # A gate on encoder features refuses an encoder whose files differ from the one it was fitted with.
@@ -272,6 +260,23 @@ def _fitted(tmp_path):
     return LearnedCascade(max_stages=2).fit(load_replay(_synthetic(tmp_path / "train", seed=4)))
 
 
+def _step_by_step(plan, trail, first):
+    """(answering position, cost paid) for one row as the expert stages run it: from the
+    expert the router named (with the skipped experts' empty answers), one step at a time."""
+    held = [s["answer"] for s in plan.skipped_trail(first)]
+    paid = 0.0
+    while True:
+        k = len(held)
+        held.append(trail[k])
+        paid += plan.model.costs[k]
+        if k + 1 == plan.model.width:
+            return plan.final_choice([held])[0], paid
+        step = plan.next_steps([held])[0]
+        if step.done:
+            return step.answer_from, paid
+        assert step.expert == plan.model.chain[k + 1]
+
+
 def test_checkpoint_round_trip_and_the_plan_decide_as_offline(tmp_path):
     lc = _fitted(tmp_path)
     save_learned_cascade(lc, tmp_path / "ckpt", info={"note": "test"})
@@ -285,21 +290,8 @@ def test_checkpoint_round_trip_and_the_plan_decide_as_offline(tmp_path):
     for theta in (0.3, 0.7, 0.95):
         plan = load_learned_cascade(tmp_path / "ckpt", threshold=theta)
         offline_choice, offline_paid = lc.model_.decide(trails, theta)
-        # Step by step, as the expert stages do.
-        width = plan.model.width
         for q, trail in enumerate(trails):
-            paid, k = 0.0, 0
-            while True:
-                paid += plan.model.costs[k]
-                k += 1
-                if k == width:
-                    pos = plan.final_choice([trail])[0]
-                    break
-                step = plan.next_steps([trail[:k]])[0]
-                if step.done:
-                    pos = step.answer_from
-                    break
-                assert step.expert == plan.model.chain[k]
+            pos, paid = _step_by_step(plan, trail, plan.model.chain[0])
             assert pos == offline_choice[q] and paid == pytest.approx(offline_paid[q]), (theta, q)
     default = load_learned_cascade(tmp_path / "ckpt")
     assert default.threshold == pytest.approx(float(lc.thresholds_[lc.pick()]))

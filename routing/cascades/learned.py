@@ -287,9 +287,10 @@ class LearnedCascade:
                 w = fit_logistic(X1[fit_rows], f1[fit_rows, cols[c]], self.gate_l2)
                 oof[val_rows, c] = _sigmoid(X1[val_rows] @ w)
         best = None
+        models = _fold_models(chain, stats, f1, folds, (l2,))  # the step models do not depend on the bar
         for below in np.unique(np.quantile(oof, self.skip_shares)):
             start = start_positions(oof, float(below))
-            scores = self._out_of_fold_scores(chain, stats, f1, folds, n, l2s=(l2,), start=start)[l2]
+            scores = _held_out_scores(chain, stats, folds, models, n, start)[l2]
             thresholds = threshold_grid(scores, self.n_thresholds)
             of1, ocost = _outcomes(scores, costs[cols], f1[:, cols], thresholds, start)
             t, rank = deployed_choice(of1, ocost, f1[:, final], self.tolerance, self.margin_se)
@@ -306,23 +307,9 @@ class LearnedCascade:
         weights = fit_steps(s, f1[np.ix_(rows, list(chain))], l2)
         return LearnedCascadeModel(tuple(names[j] for j in chain), costs[list(chain)].astype(np.float64), tuple(weights), float(l2))
 
-    def _out_of_fold_scores(self, chain, stats, f1, folds, n, l2s=None, start=None) -> dict[float, list[np.ndarray]]:
-        """Per l2, every step's out-of-fold predicted F1 of each candidate, (n, m) for
-        step m. The features of a fold do not depend on l2, so they are built once.
-        `start` (n,): held-out rows see only the answers from their start on."""
-        cols = list(chain)
-        width = len(chain)
-        l2s = self.l2 if l2s is None else l2s
-        out = {l2: [np.full((n, m), -np.inf) for m in range(1, width + 1)] for l2 in l2s}
-        for fit_rows, val_rows in folds:
-            designs = step_designs(_slice(stats, chain, fit_rows), f1[np.ix_(fit_rows, cols)])
-            val = without_skipped(_slice(stats, chain, val_rows), None if start is None else start[val_rows])
-            val_features = [step_features(val, m) for m in range(1, width + 1)]
-            for l2 in l2s:
-                weights = [fit_logistic(X, y, l2) for X, y in designs]
-                for m, (feats, w) in enumerate(zip(val_features, weights)):
-                    out[l2][m][val_rows] = scores_from_features(feats, val.answered, w)
-        return out
+    def _out_of_fold_scores(self, chain, stats, f1, folds, n) -> dict[float, list[np.ndarray]]:
+        """Per l2, every step's out-of-fold predicted F1 of each candidate, (n, m) for step m."""
+        return _held_out_scores(chain, stats, folds, _fold_models(chain, stats, f1, folds, self.l2), n)
 
     # -- using -----------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -376,6 +363,31 @@ class LearnedCascade:
             curve_point(choices[i], f1, em, replay.costs, names, float(t), paid=paids[i], label=self.describe(float(t)))
             for i, t in enumerate(self.thresholds_)
         ]
+
+
+def _fold_models(chain, stats: AnswerStats, f1: np.ndarray, folds, l2s: Sequence[float]) -> list[dict[float, list[np.ndarray]]]:
+    """Per fold, per l2, the step models fitted on the fold's fitting rows (full trails).
+    The designs of a fold do not depend on l2, so they are built once."""
+    cols = list(chain)
+    out = []
+    for fit_rows, _ in folds:
+        designs = step_designs(_slice(stats, chain, fit_rows), f1[np.ix_(fit_rows, cols)])
+        out.append({l2: [fit_logistic(X, y, l2) for X, y in designs] for l2 in l2s})
+    return out
+
+
+def _held_out_scores(chain, stats: AnswerStats, folds, models, n: int, start: Optional[np.ndarray] = None) -> dict[float, list[np.ndarray]]:
+    """Per l2, every step's held-out predicted F1 of each candidate, (n, m) for step m, from
+    `_fold_models`; `start` (n,): held-out rows see only the answers from their start on."""
+    width = len(chain)
+    out = {l2: [np.full((n, m), -np.inf) for m in range(1, width + 1)] for l2 in models[0]}
+    for (_, val_rows), fold in zip(folds, models):
+        val = without_skipped(_slice(stats, chain, val_rows), None if start is None else start[val_rows])
+        features = [step_features(val, m) for m in range(1, width + 1)]
+        for l2, weights in fold.items():
+            for m, (feats, w) in enumerate(zip(features, weights)):
+                out[l2][m][val_rows] = scores_from_features(feats, val.answered, w)
+    return out
 
 
 def _outcomes(
