@@ -55,11 +55,17 @@ MAX_THRESHOLDS = 10_001
 
 def checkpoint_format(path: str | Path) -> Optional[str]:
     """The `format` a checkpoint directory's router.json declares (None if unreadable)."""
+    return _declared(Path(path), "format")
+
+
+def _declared(path: Path, key: str) -> Any:
+    """One top-level value of router.json, or None where it cannot be read (the full
+    reader, `read_config_file`, says what is wrong)."""
     try:
-        data = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+        data = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data.get("format") if isinstance(data, dict) else None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def save_learned_cascade(
@@ -113,7 +119,7 @@ def save_learned_cascade(
 
 def _read_cascade_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
-    if _declared_version(path) == 1:
+    if _declared(path, "version") == 1:
         config = read_config_file(path, _KEYS_V1, FORMAT, 1)
         config["gate"] = None
     else:
@@ -144,14 +150,6 @@ def _read_cascade_config(path: Path) -> dict[str, Any]:
     ):
         raise CheckpointError(f"{file}: gate must be null or {{below: number in [0, 1], featurizer: mapping, encoder_identity}}")
     return config
-
-
-def _declared_version(path: Path) -> Any:
-    try:
-        data = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # read_config_file says what is wrong
-    return data.get("version") if isinstance(data, dict) else None
 
 
 def _read_weights(
