@@ -102,7 +102,7 @@ class SkipGate:
 
 def start_positions(predicted: np.ndarray, below: float) -> np.ndarray:
     """First cheap position whose predicted F1 is >= `below`; the final one if none is."""
-    n, stages = predicted.shape
+    stages = predicted.shape[1]
     ok = predicted >= below
     return np.where(ok.any(axis=1), np.argmax(ok, axis=1), stages)
 
