@@ -301,7 +301,7 @@ def _apply_previous_plan() -> None:
 
     batch_job.split_into_batches = lambda ds, rows, num_cpus: ds
     batch_job.expert_batch_rows = lambda batch_size, n_experts: batch_size
-    batch_job.expert_call_rows = lambda batch_size, expert_batch_size, share, items_per_row=1.0: batch_size
+    batch_job.expert_call_rows = lambda batch_size, expert_batch_size, share: batch_size
 
 
 def child_routebatch(plan: dict) -> None:
